@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+SHARED_DATA := $(abspath ../shared/data)
+ifeq ($(wildcard $(SHARED_DATA)/mnist.npz),)
+else
+export TFCORE_DATA_DIR ?= $(SHARED_DATA)
+endif
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+WORKDIR ?= runs/vat
+
+.PHONY: venv run test bench vat-table ae-table clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# The headline job: the VAT classifier on MNIST (see README).
+run: $(STAMP)
+	$(PY) -m train.vat --workdir=$(WORKDIR) --vat --dropout=false --epochs=12
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) -m bench.run --out=runs/bench.json
+
+vat-table: $(STAMP)
+	$(PY) -m train.vat_table --workdir=runs/vat_table
+
+ae-table: $(STAMP)
+	$(PY) -m train.ae_table --workdir=runs/ae_table
+
+clean:
+	rm -rf runs .pytest_cache

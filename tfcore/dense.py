@@ -1,0 +1,38 @@
+"""Dense: y = activation(x @ kernel + bias).
+
+Shapes: x [..., in] -> y [..., units]. Variables (Keras layout): `kernel` [in, units]
+(glorot_uniform), `bias` [units] (zeros) when `use_bias`.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfcore import activations
+from tfcore.layer import Layer, check_positive_int
+
+
+class Dense(Layer):
+    def __init__(self, units: int, activation=None, use_bias: bool = True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None):
+        super().__init__(name=name)
+        self.units = check_positive_int(units, "Dense units")
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+
+    def build(self, input_shape):
+        self._require_dims(input_shape, [-1], "input feature dimension")
+        in_dim = int(input_shape[-1])
+        self.kernel = self.add_weight("kernel", [in_dim, self.units], self.kernel_initializer)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", [self.units], self.bias_initializer)
+
+    def call(self, x, training=False, seed=None):
+        if x.shape.rank == 2:
+            y = tf.linalg.matmul(x, self.kernel)
+        else:
+            y = tf.tensordot(x, self.kernel, axes=[[x.shape.rank - 1], [0]])
+        if self.use_bias:
+            y = tf.nn.bias_add(y, self.bias)
+        return self.activation(y)
