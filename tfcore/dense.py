@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfcore import activations
+from tfcore import activations, initializers
 from tfcore.layer import Layer, check_positive_int
 
 
@@ -18,8 +18,8 @@ class Dense(Layer):
         self.units = check_positive_int(units, "Dense units")
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = kernel_initializer
-        self.bias_initializer = bias_initializer
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
 
     def build(self, input_shape):
         self._require_dims(input_shape, [-1], "input feature dimension")

@@ -16,9 +16,18 @@ ops. Its contract, which every block follows:
   or int64 tensor of shape [2]) that stochastic layers use so a step can replay the
   same randomness (e.g. the same dropout mask in VAT's clean and perturbed passes).
   Deterministic layers ignore it.
+* Extra keyword arguments of `__call__` are forwarded to `call` unchanged. A layer
+  opts into one by declaring it in its `call` signature, e.g. BatchNorm's
+  `call(x, training=False, seed=None, update_stats=True)` (`update_stats=False`:
+  training-mode batch statistics without moving-average updates, as VAT's
+  perturbed passes need). Containers (`Sequential`, models) forward such a keyword
+  only to children that declare it, tested with `call_accepts(child, name)`; a
+  container that declares it itself (Sequential does) thus forwards it recursively.
 """
 from __future__ import annotations
 
+import inspect
+import numbers
 from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
@@ -41,13 +50,18 @@ class Layer(tf.Module):
         raise NotImplementedError
 
     # -- shared machinery -------------------------------------------------------
-    def __call__(self, x, training: bool = False, seed=None):
+    def __call__(self, x, training: bool = False, seed=None, **kwargs):
+        """Builds on the first call, then `call(x, training=, seed=, **kwargs)`.
+
+        `kwargs` (e.g. `update_stats=False`) go to `call` as they are; a layer whose
+        `call` does not declare one raises the usual TypeError.
+        """
         if not self.built:
             shape = x.shape if not isinstance(x, (list, tuple)) else [t.shape for t in x]
             with self.name_scope:
                 self.build(shape)
             self.built = True
-        return self.call(x, training=training, seed=seed)
+        return self.call(x, training=training, seed=seed, **kwargs)
 
     def add_weight(self, name: str, shape: Sequence[int], initializer="zeros",
                    trainable: bool = True, dtype=tf.float32) -> tf.Variable:
@@ -71,6 +85,18 @@ class Layer(tf.Module):
         return int(sum(v.shape.num_elements() for v in _unique(self.variables)))
 
 
+def call_accepts(layer, name: str) -> bool:
+    """Whether `layer` is a `Layer` whose `call` declares the keyword `name`.
+
+    Containers use it to forward optional keywords such as `update_stats` only to
+    the children that take them (see the module docstring).
+    """
+    if not isinstance(layer, Layer):
+        return False
+    params = inspect.signature(layer.call).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def _unique(variables):
     seen, out = set(), []
     for v in variables:
@@ -80,20 +106,34 @@ def _unique(variables):
     return out
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def check_positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """`value` as an int; ValueError naming `what` and quoting the value if not > 0."""
+    if not _is_int(value) or value <= 0:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return value
+    return int(value)
 
 
-def normalize_tuple(value, n: int, what: str) -> tuple:
-    """An int or a length-n sequence of positive ints -> a tuple of n ints."""
-    if isinstance(value, int) and not isinstance(value, bool):
+def normalize_tuple(value, n: int, what: str, allow_zero: bool = False) -> tuple:
+    """An int or a length-n sequence of positive (or, with allow_zero, >= 0) ints ->
+    a tuple of n ints; anything else raises ValueError naming `what`."""
+    original = value
+    if _is_int(value):
         value = (value,) * n
-    value = tuple(value)
-    if len(value) != n or not all(isinstance(v, int) and v > 0 for v in value):
-        raise ValueError(f"{what} must be a positive int or {n} positive ints, got {value!r}")
-    return value
+    try:
+        value = tuple(value)
+    except TypeError:
+        value = None
+    low = 0 if allow_zero else 1
+    if (value is None or len(value) != n
+            or not all(_is_int(v) and v >= low for v in value)):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{what} must be a {kind} int or {n} {kind} ints, "
+                         f"got {original!r}")
+    return tuple(int(v) for v in value)
 
 
 def normalize_padding(padding: str) -> str:
