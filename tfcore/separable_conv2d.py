@@ -1,0 +1,84 @@
+"""SeparableConv2D: a depthwise convolution followed by a 1x1 (pointwise) one.
+
+    d = depthwise_conv2d(x, depthwise_kernel)      # [b, h', w', in * dm]
+    y = activation(d @ pointwise_kernel + bias)    # [b, h', w', filters]
+
+(Xception, Chollet 2017.) Shapes: x [batch, h, w, in] -> [batch, h', w', filters],
+h' as in Conv2D. Variables (Keras layout): `depthwise_kernel` [kh, kw, in, dm],
+`pointwise_kernel` [1, 1, in * dm, filters] (both glorot_uniform), `bias`
+[filters] (zeros) when `use_bias`. Parameters: kh*kw*in*dm + in*dm*filters
+(+ filters). Channels-last only.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow as tf
+
+from tfcore import activations, initializers
+from tfcore.layer import Layer, check_positive_int, normalize_padding, normalize_tuple
+
+
+class SeparableConv2D(Layer):
+    """Depthwise-separable 2-D convolution.
+
+    Args:
+        filters: output channels.
+        kernel_size: (kh, kw) or an int.
+        strides: (sh, sw) or an int. Default 1.
+        padding: 'valid' (default) or 'same'.
+        depth_multiplier: depthwise filters per input channel. Default 1.
+        dilation_rate: default 1; > 1 requires strides == 1.
+        activation: default None.
+        use_bias: default True.
+        depthwise_initializer, pointwise_initializer: default 'glorot_uniform'.
+        bias_initializer: default 'zeros'.
+        name: module name.
+    """
+
+    def __init__(self, filters: int, kernel_size, strides=1, padding: str = "valid",
+                 depth_multiplier: int = 1, dilation_rate=1, activation=None,
+                 use_bias: bool = True, depthwise_initializer="glorot_uniform",
+                 pointwise_initializer="glorot_uniform", bias_initializer="zeros",
+                 name: Optional[str] = None):
+        super().__init__(name=name)
+        self.filters = check_positive_int(filters, "SeparableConv2D filters")
+        self.kernel_size = normalize_tuple(kernel_size, 2, "SeparableConv2D kernel_size")
+        self.strides = normalize_tuple(strides, 2, "SeparableConv2D strides")
+        self.dilation_rate = normalize_tuple(dilation_rate, 2, "SeparableConv2D dilation_rate")
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(f"SeparableConv2D: strides > 1 with dilation_rate > 1 is not "
+                             f"supported, got strides={strides!r}, "
+                             f"dilation_rate={dilation_rate!r}")
+        self.padding = normalize_padding(padding)
+        self.depth_multiplier = check_positive_int(depth_multiplier,
+                                                   "SeparableConv2D depth_multiplier")
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.depthwise_initializer = initializers.get(depthwise_initializer)
+        self.pointwise_initializer = initializers.get(pointwise_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+
+    def build(self, input_shape):
+        shape = tf.TensorShape(input_shape)
+        if shape.rank != 4:
+            raise ValueError(f"SeparableConv2D '{self.name}': input must be [batch, h, w, "
+                             f"channels], got shape {shape}")
+        self._require_dims(shape, [-1], "input channel dimension")
+        cin = int(shape[-1])
+        dm = self.depth_multiplier
+        self.depthwise_kernel = self.add_weight(
+            "depthwise_kernel", [*self.kernel_size, cin, dm], self.depthwise_initializer)
+        self.pointwise_kernel = self.add_weight(
+            "pointwise_kernel", [1, 1, cin * dm, self.filters], self.pointwise_initializer)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", [self.filters], self.bias_initializer)
+
+    def call(self, x, training=False, seed=None):
+        y = tf.nn.separable_conv2d(x, self.depthwise_kernel, self.pointwise_kernel,
+                                   strides=[1, *self.strides, 1],
+                                   padding=self.padding.upper(),
+                                   dilations=self.dilation_rate)
+        if self.use_bias:
+            y = tf.nn.bias_add(y, self.bias)
+        return self.activation(y)
