@@ -8,7 +8,28 @@ from tfcore.layer import Layer
 from tfcore.dense import Dense
 
 # --- layers (conv, pooling, upsampling, flatten, dropout, batchnorm, sequential) ---
+from tfcore.conv2d import Conv2D
+from tfcore.conv2d_transpose import Conv2DTranspose
+from tfcore.max_pool2d import MaxPool2D
+from tfcore.avg_pool2d import AvgPool2D
+from tfcore.upsampling2d import UpSampling2D
+from tfcore.flatten import Flatten
+from tfcore.dropout import Dropout
+from tfcore.batch_norm import BatchNorm
+from tfcore.sequential import Sequential
 
 # --- losses and optimizers ---
+from tfcore import losses, optimizers
+from tfcore.optimizers import SGD, Adam, Adadelta, RMSprop
 
 # --- functional-API blocks (embedding, lstm, conv1d, separable, merge) ---
+from tfcore.embedding import Embedding
+from tfcore.lstm import LSTM
+from tfcore.conv1d import Conv1D
+from tfcore.max_pool1d import MaxPool1D
+from tfcore.global_pooling import (GlobalAveragePool1D, GlobalAveragePool2D,
+                                   GlobalMaxPool1D, GlobalMaxPool2D)
+from tfcore.depthwise_conv2d import DepthwiseConv2D
+from tfcore.separable_conv2d import SeparableConv2D
+from tfcore.merge import add, concatenate
+from tfcore.summary import summary
