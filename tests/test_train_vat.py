@@ -1,0 +1,179 @@
+"""Tests for train/vat.py and train/vat_table.py: the library call end to end on a small
+MNIST subset (metrics.json, checkpoint, resume, SavedModel), the semi-supervised data
+order and run, flag/config validation (in process and through the binary), and the
+table's formatting."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from tfcore.data import load_mnist
+from train import vat
+from train import vat_table
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+@pytest.fixture(scope="module")
+def small_mnist(mnist_dir):
+    (x_tr, y_tr), (x_te, y_te) = load_mnist(mnist_dir)
+    return (x_tr[:256], y_tr[:256]), (x_te[:128], y_te[:128])
+
+
+def test_end_to_end_then_resume(tmp_path, small_mnist):
+    workdir = str(tmp_path / "run")
+    cfg = vat.VatConfig(dropout=True, vat=True, epochs=1, batch_size=32, train_limit=128,
+                        progress=False, jit="off")
+    m1 = vat.train_and_evaluate(cfg, workdir, data=small_mnist)
+    on_disk = json.load(open(os.path.join(workdir, "metrics.json")))
+    for m in (m1, on_disk):
+        for key in ("test_accuracy", "test_loss", "epoch_seconds", "steps_per_second",
+                    "history", "status"):
+            assert key in m, key
+    assert m1["status"] == "done" and m1["step"] == 4 and m1["steps_per_epoch"] == 4
+    assert 0.0 <= m1["test_accuracy"] <= 1.0 and np.isfinite(m1["test_loss"])
+    assert m1["test_loss"] > 0 and m1["steps_per_second"] > 0
+    assert len(m1["epoch_seconds"]) == 1 and m1["epoch_seconds"][0] > 0
+    assert m1["config"]["xi"] == 10.0 and m1["config"]["optimizer"] == "adadelta"
+    assert m1["num_train"] == 128 and m1["num_test"] == 128
+    assert "vat" in m1["history"] and "ce" in m1["history"]
+
+    # Without --resume a used workdir is refused.
+    with pytest.raises(ValueError, match="resume"):
+        vat.train_and_evaluate(cfg, workdir, data=small_mnist)
+
+    # --resume with more epochs continues from the checkpoint (step 4 -> 8), keeps the
+    # first epoch's history and time, and --export writes a loadable SavedModel.
+    cfg2 = vat.VatConfig(dropout=True, vat=True, epochs=2, batch_size=32,
+                         train_limit=128, progress=False, jit="off", resume=True,
+                         export=True)
+    m2 = vat.train_and_evaluate(cfg2, workdir, data=small_mnist)
+    assert m2["status"] == "done" and m2["step"] == 8
+    assert [e["epoch"] for e in m2["epochs"]] == [0, 1]
+    assert m2["history"]["loss"][0] == pytest.approx(m1["history"]["loss"][0])
+    assert len(m2["epoch_seconds"]) == 2
+    assert m2["epoch_seconds"][0] == pytest.approx(m1["epoch_seconds"][0])
+    loaded = tf.saved_model.load(os.path.join(workdir, "saved_model"))
+    images = (small_mnist[1][0][:3, ..., None] / 255.0).astype(np.float32)
+    probs = loaded.signatures["serving_default"](images=tf.constant(images))["probabilities"]
+    assert probs.shape == (3, 10)
+    np.testing.assert_allclose(probs.numpy().sum(1), 1.0, rtol=1e-5)
+
+
+def test_semi_supervised_data_order():
+    n_l, n_u = 20, 50
+    x_l = np.arange(n_l, dtype=np.float32)[:, None]
+    y_l = np.arange(n_l, dtype=np.int32)
+    x_u = np.arange(n_u, dtype=np.float32)[:, None]
+    data = vat.SemiSupervisedData((x_l, y_l), x_u, 8, 16, seed=3)
+    assert data.steps_per_epoch == 3
+    labeled, unlabeled = [], []
+    for epoch in range(2):
+        seen = []
+        for step in range(data.steps_per_epoch):
+            b = data.batch(epoch, step)
+            assert b["labeled"][0].shape == (8, 1) and b["unlabeled"].shape == (16, 1)
+            np.testing.assert_array_equal(b["labeled"][0].numpy()[:, 0], b["labeled"][1])
+            labeled += list(b["labeled"][1].numpy())
+            seen += list(b["unlabeled"].numpy()[:, 0].astype(int))
+        assert len(set(seen)) == 48  # one pass: no repeats, remainder of 2 dropped
+        unlabeled.append(seen)
+    assert unlabeled[0] != unlabeled[1]  # reshuffled per epoch
+    # The labeled stream: consecutive passes over the 20, each a permutation.
+    for p in range(len(labeled) // n_l):
+        assert sorted(labeled[p * n_l:(p + 1) * n_l]) == list(range(n_l))
+    assert labeled[:n_l] != labeled[n_l:2 * n_l]
+    # Same batches inside a compiled function (the loop's path) and with B_l > N_l.
+    fn = tf.function(lambda e, s: data.batch(e, s))
+    b = fn(tf.constant(1, tf.int64), tf.constant(2, tf.int64))
+    np.testing.assert_array_equal(b["labeled"][1].numpy(), labeled[-8:])
+    big = vat.SemiSupervisedData((x_l, y_l), x_u, 45, 16, seed=3)
+    ids = np.concatenate([big.batch(0, s)["labeled"][1].numpy() for s in range(3)])
+    for p in range(3):
+        assert sorted(ids[p * n_l:(p + 1) * n_l]) == list(range(n_l))
+
+
+def test_semi_supervised_run(tmp_path, small_mnist):
+    cfg = vat.VatConfig(preset="official", num_labeled=20, labeled_batch_size=8,
+                        unlabeled_batch_size=32, steps=2, train_limit=128, entmin=True,
+                        progress=False, jit="off")
+    m = vat.train_and_evaluate(cfg, str(tmp_path / "semi"), data=small_mnist)
+    assert m["status"] == "done" and m["step"] == 2 and m["steps_per_epoch"] == 4
+    assert m["config"]["eps"] == 0.3 and m["config"]["xi"] == 1e-6
+    assert m["config"]["optimizer"] == "adam"
+    assert "entropy" in m["history"] and np.isfinite(m["test_loss"])
+    with pytest.raises(ValueError, match="--num_labeled"):
+        vat.train_and_evaluate(vat.VatConfig(num_labeled=200, train_limit=128,
+                                             progress=False), None, data=small_mnist)
+
+
+def _flag_values():
+    fv = flags.FlagValues()
+    vat.define_flags(fv)
+    return fv
+
+
+@pytest.mark.parametrize("arg,name", [
+    ("--eps=-1", "--eps"), ("--xi=0", "--xi"), ("--num_labeled=15", "--num_labeled"),
+    ("--power_iterations=-1", "--power_iterations"), ("--vat_weight=-0.5", "--vat_weight"),
+    ("--labeled_batch_size=0", "--labeled_batch_size"), ("--batch_size=0", "--batch_size"),
+    ("--optimizer=lbfgs", "--optimizer"), ("--val_size=-3", "--val_size"),
+    ("--preset=paper", "preset")])
+def test_bad_flags_rejected(arg, name):
+    fv = _flag_values()
+    with pytest.raises(flags.Error, match=name):
+        fv(["train.vat", "--workdir=/tmp/x", arg])
+
+
+def test_flags_to_config_and_presets():
+    fv = _flag_values()
+    fv(["train.vat", "--workdir=/tmp/x", "--dropout=false", "--vat"])
+    cfg = vat.config_from_flags(fv).resolved()
+    assert (cfg.xi, cfg.eps, cfg.power_iterations, cfg.optimizer, cfg.learning_rate,
+            cfg.batch_size, cfg.epochs) == (10.0, 1.0, 1, "adadelta", 1.0, 128, 12)
+    fv = _flag_values()
+    fv(["train.vat", "--workdir=/tmp/x", "--preset=official", "--num_labeled=100"])
+    cfg = vat.config_from_flags(fv).resolved()
+    assert (cfg.xi, cfg.eps, cfg.optimizer) == (1e-6, 0.3, "adam")
+    fv = _flag_values()
+    fv(["train.vat", "--workdir=/tmp/x", "--preset=official", "--eps=1.5"])
+    assert vat.config_from_flags(fv).resolved().eps == 1.5  # explicit flags win
+    for bad, name in ((dict(eps=-1.0), "--eps"), (dict(num_labeled=15), "--num_labeled"),
+                      (dict(preset="x"), "--preset"), (dict(epochs=None), "--epochs"),
+                      (dict(jit="xla"), "--jit")):
+        with pytest.raises(ValueError, match=name):
+            vat.VatConfig(**bad).resolved()
+
+
+def test_binary_rejects_bad_flag(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-m", "train.vat", f"--workdir={tmp_path}",
+                           "--num_labeled=15"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "--num_labeled" in proc.stderr
+
+
+def test_table_markdown():
+    rows = [
+        {"name": "dropout", "dropout": True, "vat": False, "test_accuracy": 0.9901,
+         "test_loss": 0.031, "seconds_per_epoch": 40.0, "original_accuracy": 98.72,
+         "epochs": 12, "num_train": 60000, "num_test": 10000},
+        {"name": "vat", "dropout": False, "vat": True, "test_accuracy": 0.9912,
+         "test_loss": 0.028, "seconds_per_epoch": 110.0, "original_accuracy": 98.94,
+         "overhead": 2.75, "epochs": 12, "num_train": 60000, "num_test": 10000}]
+    timing = {"steps": 5, "batch_size": 128, "plain_step_s": 0.1, "vat_step_s": 0.27,
+              "ratio_of_medians": 2.7, "median_pair_ratio": 2.69, "flop_ratio": 8 / 3}
+    md = vat_table.format_table(rows, timing, vat.VatConfig())
+    lines = md.splitlines()
+    assert lines[0].startswith("| dropout | VAT | test accuracy")
+    assert "| yes | no | 99.01 % | 0.0310 | 40.0 | - | 98.72 % | 8 |" in lines
+    assert "| no | yes | 99.12 % | 0.0280 | 110.0 | 2.75x | 98.94 % | 18 (2.25x) |" in lines
+    assert "ratio 2.70x" in md and "60000 training images" in md
+    assert vat_table._steady_seconds([30.0, 10.0, 12.0]) == pytest.approx(11.0)
+    assert vat_table._steady_seconds([30.0]) == pytest.approx(30.0)
