@@ -82,7 +82,7 @@ class Layer(tf.Module):
 
     def count_params(self) -> int:
         """Number of scalars in the trainable and non-trainable variables."""
-        return int(sum(v.shape.num_elements() for v in _unique(self.variables)))
+        return int(sum(v.shape.num_elements() for v in unique_variables(self.variables)))
 
 
 def call_accepts(layer, name: str) -> bool:
@@ -97,7 +97,8 @@ def call_accepts(layer, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _unique(variables):
+def unique_variables(variables) -> list:
+    """`variables` without repeats (by identity), in first-seen order."""
     seen, out = set(), []
     for v in variables:
         if id(v) not in seen:

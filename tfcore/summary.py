@@ -24,6 +24,8 @@ from typing import Any, Dict, List
 import numpy as np
 import tensorflow as tf
 
+from tfcore.layer import unique_variables
+
 _MISSING = object()
 
 
@@ -50,17 +52,8 @@ def _children(module: tf.Module) -> List[tf.Module]:
     return out
 
 
-def _unique_vars(variables):
-    seen, out = set(), []
-    for v in variables:
-        if id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out
-
-
 def _count(variables) -> int:
-    return int(sum(v.shape.num_elements() for v in _unique_vars(variables)))
+    return int(sum(v.shape.num_elements() for v in unique_variables(variables)))
 
 
 def _is_shape(x) -> bool:
@@ -212,7 +205,7 @@ def summary(model: tf.Module, inputs: Any, expand_nested: bool = False,
                       f"{_count(m.variables):,}"))
     # Variables the model holds itself, outside any submodule.
     in_children = {id(v) for _, c in rows_spec for v in c.variables}
-    own = [v for v in _unique_vars(model.variables) if id(v) not in in_children]
+    own = [v for v in unique_variables(model.variables) if id(v) not in in_children]
     if own:
         table.append(("(own variables)", "", f"{_count(own):,}"))
 
@@ -229,7 +222,7 @@ def summary(model: tf.Module, inputs: Any, expand_nested: bool = False,
     lines = [f'Model: "{model.name}" ({type(model).__name__})', "=" * width, fmt(header),
              "=" * width] + [fmt(r) for r in table]
     lines.append("=" * width)
-    all_vars = _unique_vars(model.variables)
+    all_vars = unique_variables(model.variables)
     trainable = [v for v in all_vars if v.trainable]
     lines.append(f"Total params: {_count(all_vars):,}")
     lines.append(f"Trainable params: {_count(trainable):,}")
