@@ -33,3 +33,6 @@ from tfcore.depthwise_conv2d import DepthwiseConv2D
 from tfcore.separable_conv2d import SeparableConv2D
 from tfcore.merge import add, concatenate
 from tfcore.summary import summary
+
+# --- autoencoder blocks ---
+from tfcore.tied_dense import TiedDense
