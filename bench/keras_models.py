@@ -1,0 +1,400 @@
+"""Keras 3 equivalents of the tfcore benchmark models, each with a custom train_step.
+
+Every model here has the architecture, initialisers, optimizer and loss of the
+tfcore model of the same bench name (see `bench.run.MODELS`), and a `train_step`
+written the way a Keras 3 user writes one (`tf.GradientTape`, `self.optimizer`), so
+the bench compares like with like:
+
+| bench name            | Keras model                                                  |
+| --------------------- | ------------------------------------------------------------ |
+| vat_cnn[_dropout]     | MNIST CNN, CE loss, Adadelta(1.0)                            |
+| vat_cnn_vat[_dropout] | the same + VAT (xi=10, eps=1, one power iteration)           |
+| dense_ae[_tied/_small]| 784-625(sigmoid)-784 (tied: decoder = encoder kernel^T; small: 32 relu), BCE from logits, Adam(1e-3) |
+| conv_ae[_upsample]    | 16-8-8 conv AE, Conv2DTranspose (or UpSampling2D) decoder, BCE from logits, Adam(1e-3) |
+| dcgan, dcgan_mixed    | the write-up's G and D (BN in D), D step (split or mixed) then G step, two Adam(2e-4, 0.5) |
+| separable_convnet, residual, qa, siamese_lstm, multi_output | the functional-API models of models/functional.py, Adam(1e-3), their CE / BCE (multi_output: the three weighted losses) |
+
+`build(name, data, jit_compile)` returns a `KerasSetup` whose `run(n)` performs n
+steps with `model.train_on_batch(...)` (Keras's per-step entry point; it runs the
+custom `train_step` in Keras's compiled train function: `tf.function`, with XLA when
+`jit_compile=True`, and returns the logs as NumPy, so every call is synchronous).
+
+Keras draws its randomness (dropout, VAT's d, GAN noise) from Keras's own
+`SeedGenerator`s; masks and noise therefore differ from tfcore's, the work does not.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Dict, Optional, Tuple
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402  pylint: disable=wrong-import-position
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+layers = keras.layers
+
+
+@dataclasses.dataclass
+class KerasSetup:
+    """A compiled Keras model and its inputs.
+
+    Attributes:
+      model: the `keras.Model` (compiled).
+      inputs: the `train_on_batch` arguments (tensors on the current device).
+      run: `run(n)`: n calls of `model.train_on_batch(*inputs)`; returns the last logs.
+    """
+
+    model: keras.Model
+    inputs: Tuple[Any, ...]
+    run: Callable[[int], Any]
+
+
+# -- shared maths (written as a Keras user would, on tf ops) --------------------------
+def _kl_from_logits(p_logits, q_logits):
+    """Per-example KL(p || q) from logits: sum_c p_c (log p_c - log q_c)."""
+    p_log = tf.nn.log_softmax(p_logits)
+    return tf.reduce_sum(tf.exp(p_log) * (p_log - tf.nn.log_softmax(q_logits)), axis=-1)
+
+
+def _l2_normalize(d):
+    axes = list(range(1, d.shape.rank))
+    d = d / (1e-12 + tf.reduce_max(tf.abs(d), axis=axes, keepdims=True))
+    return d / tf.sqrt(1e-6 + tf.reduce_sum(tf.square(d), axis=axes, keepdims=True))
+
+
+# -- VAT CNN ---------------------------------------------------------------------------
+class VatCNN(keras.Model):
+    """The Keras MNIST CNN (logits) with an optional VAT term in its train_step."""
+
+    def __init__(self, dropout: bool, vat: bool, xi: float = 10.0, eps: float = 1.0,
+                 power_iterations: int = 1, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        stack = [layers.Conv2D(32, 3, activation="relu"),
+                 layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2)]
+        if dropout:
+            stack.append(layers.Dropout(0.25, seed=seed))
+        stack += [layers.Flatten(), layers.Dense(128, activation="relu")]
+        if dropout:
+            stack.append(layers.Dropout(0.5, seed=seed + 1))
+        stack.append(layers.Dense(10))
+        self.net = keras.Sequential(stack)
+        self.vat, self.xi, self.eps = vat, xi, eps
+        self.power_iterations = power_iterations
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=False):
+        return self.net(x, training=training)
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        with tf.GradientTape() as tape:
+            logits = self(x, training=True)
+            ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+            loss = ce
+            if self.vat:
+                p_logits = tf.stop_gradient(logits)
+                d = keras.random.normal(tf.shape(x), seed=self.seed_generator)
+                for _ in range(self.power_iterations):
+                    r = self.xi * _l2_normalize(d)
+                    with tf.GradientTape() as inner:
+                        inner.watch(r)
+                        dist = tf.reduce_sum(_kl_from_logits(p_logits,
+                                                             self(x + r, training=True)))
+                    d = tf.stop_gradient(inner.gradient(dist, r))
+                r_adv = self.eps * _l2_normalize(d)
+                loss = loss + tf.reduce_mean(
+                    _kl_from_logits(p_logits, self(x + r_adv, training=True)))
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+
+# -- autoencoders ----------------------------------------------------------------------
+class TiedDense(layers.Layer):
+    """Decoder half of a tied autoencoder: x @ transpose(encoder.kernel) + bias."""
+
+    def __init__(self, encoder: layers.Dense, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(self.encoder.kernel.shape[0],),
+                                    initializer="zeros", name="bias")
+
+    def call(self, x):
+        return tf.matmul(x, self.encoder.kernel, transpose_b=True) + self.bias
+
+
+class Autoencoder(keras.Model):
+    """An autoencoder returning LOGITS; train_step minimises BCE from logits."""
+
+    def __init__(self, kind: str, hidden: int = 625, hidden_activation: str = "sigmoid",
+                 tied: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if kind == "dense":
+            enc = layers.Dense(hidden, activation=hidden_activation)
+            dec = TiedDense(enc) if tied else layers.Dense(784)
+            self.net = keras.Sequential([layers.Reshape((784,)), enc, dec,
+                                         layers.Reshape((28, 28, 1))])
+        else:
+            encoder = [layers.Conv2D(16, 3, padding="same", activation="relu"),
+                       layers.MaxPooling2D(2, padding="same"),
+                       layers.Conv2D(8, 3, padding="same", activation="relu"),
+                       layers.MaxPooling2D(2, padding="same"),
+                       layers.Conv2D(8, 3, padding="same", activation="relu"),
+                       layers.MaxPooling2D(2, padding="same")]
+            if kind == "conv_transpose":
+                decoder = [
+                    layers.Conv2DTranspose(8, 3, strides=2, padding="same", output_padding=0,
+                                           activation="relu"),
+                    layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu"),
+                    layers.Conv2DTranspose(16, 3, strides=2, padding="same",
+                                           activation="relu"),
+                    layers.Conv2D(1, 3, padding="same")]
+            else:
+                decoder = [layers.Conv2D(8, 3, padding="same", activation="relu"),
+                           layers.UpSampling2D(2),
+                           layers.Conv2D(8, 3, padding="same", activation="relu"),
+                           layers.UpSampling2D(2),
+                           layers.Conv2D(16, 3, activation="relu"),
+                           layers.UpSampling2D(2),
+                           layers.Conv2D(1, 3, padding="same")]
+            self.net = keras.Sequential(encoder + decoder)
+
+    def call(self, x, training=False):
+        return self.net(x, training=training)
+
+    def train_step(self, data):
+        x = data[0]
+        with tf.GradientTape() as tape:
+            logits = self(x, training=True)
+            loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=x,
+                                                                          logits=logits))
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+
+# -- DCGAN -----------------------------------------------------------------------------
+def dcgan_generator() -> keras.Sequential:
+    """z [4, 4, 4] -> 32x32x1 in [-1, 1]: Conv64 - (Up - Conv128 - BN - ELU) x 2 - Up - Conv1(5) tanh."""
+    return keras.Sequential([
+        keras.Input((4, 4, 4)),
+        layers.Conv2D(64, 3, padding="same"),
+        layers.UpSampling2D(2), layers.Conv2D(128, 3, padding="same"),
+        layers.BatchNormalization(), layers.Activation("elu"),
+        layers.UpSampling2D(2), layers.Conv2D(128, 3, padding="same"),
+        layers.BatchNormalization(), layers.Activation("elu"),
+        layers.UpSampling2D(2), layers.Conv2D(1, 5, padding="same", activation="tanh")])
+
+
+def dcgan_discriminator() -> keras.Sequential:
+    """32x32x1 -> logit: Conv64/s2 - LReLU - (Conv/s2 - BN - LReLU) x 2 - Dense2048 - BN - LReLU - Dense1."""
+    return keras.Sequential([
+        keras.Input((32, 32, 1)),
+        layers.Conv2D(64, 3, strides=2, padding="same"), layers.LeakyReLU(0.2),
+        layers.Conv2D(128, 3, strides=2, padding="same"), layers.BatchNormalization(),
+        layers.LeakyReLU(0.2),
+        layers.Conv2D(256, 3, strides=2, padding="same"), layers.BatchNormalization(),
+        layers.LeakyReLU(0.2),
+        layers.Flatten(), layers.Dense(2048), layers.BatchNormalization(),
+        layers.LeakyReLU(0.2), layers.Dense(1)])
+
+
+class DCGAN(keras.Model):
+    """Keras's DCGAN-example pattern: one D step (split or mixed batch), then one G step."""
+
+    def __init__(self, mixed: bool = False, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = dcgan_generator()
+        self.discriminator = dcgan_discriminator()
+        self.mixed = mixed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def compile(self, d_optimizer, g_optimizer, **kwargs):  # pylint: disable=arguments-differ
+        super().compile(**kwargs)
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.g_optimizer.build(self.generator.trainable_variables)
+
+    def call(self, z, training=False):
+        return self.generator(z, training=training)
+
+    def train_step(self, data):
+        real = data[0]
+        batch = tf.shape(real)[0]
+        bce = tf.nn.sigmoid_cross_entropy_with_logits
+        z = keras.random.uniform(tf.stack([batch, 4, 4, 4]), -1.0, 1.0,
+                                 seed=self.seed_generator)
+        fake = self.generator(z, training=True)
+        d_vars = self.discriminator.trainable_variables
+        with tf.GradientTape() as tape:
+            if self.mixed:
+                logits = self.discriminator(tf.concat([real, fake], 0), training=True)
+                real_logits, fake_logits = logits[:batch], logits[batch:]
+            else:
+                real_logits = self.discriminator(real, training=True)
+                fake_logits = self.discriminator(fake, training=True)
+            d_loss = (tf.reduce_mean(bce(tf.ones_like(real_logits), real_logits))
+                      + tf.reduce_mean(bce(tf.zeros_like(fake_logits), fake_logits)))
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
+        z = keras.random.uniform(tf.stack([batch, 4, 4, 4]), -1.0, 1.0,
+                                 seed=self.seed_generator)
+        g_vars = self.generator.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.discriminator(self.generator(z, training=True), training=True)
+            g_loss = tf.reduce_mean(bce(tf.ones_like(logits), logits))
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+
+# -- functional-API models --------------------------------------------------------------
+class CustomStepModel(keras.Model):
+    """A functional model with a custom train_step on `self.loss_fn(y, predictions)`."""
+
+    loss_fn: Callable = None
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        with tf.GradientTape() as tape:
+            loss = self.loss_fn(y, self(x, training=True))
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+
+def _mean(fn):
+    return lambda y, p: tf.reduce_mean(fn(y, p))
+
+
+def _multi_output_loss(y, p):
+    age, income, gender = y
+    return (0.25 * tf.reduce_mean(keras.losses.mean_squared_error(age, p["age"]))
+            + tf.reduce_mean(keras.losses.categorical_crossentropy(income, p["income"]))
+            + 10.0 * tf.reduce_mean(keras.losses.binary_crossentropy(gender, p["gender"])))
+
+
+def functional_model(name: str) -> keras.Model:
+    """The Keras 3 functional model of the same name in models/functional.py."""
+    if name == "separable_convnet":
+        x = inp = keras.Input((64, 64, 3))
+        for i, f in enumerate((32, 64, 64, 128, 64, 128)):
+            x = layers.SeparableConv2D(f, 3, activation="relu")(x)
+            if i in (1, 3):
+                x = layers.MaxPooling2D(2)(x)
+        x = layers.Dense(32, activation="relu")(layers.GlobalAveragePooling2D()(x))
+        out, loss = layers.Dense(10, activation="softmax")(x), keras.losses.categorical_crossentropy
+    elif name == "residual":
+        x = inp = keras.Input((32, 32, 3))
+        for f, down in ((64, False), (64, False), (128, True)):
+            y = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+            y = layers.Conv2D(f, 3, padding="same", activation="relu")(y)
+            if down:
+                y = layers.MaxPooling2D(2, strides=2)(y)
+                x = layers.Conv2D(f, 1, strides=2, padding="same")(x)
+            elif x.shape[-1] != f:
+                x = layers.Conv2D(f, 1, padding="same")(x)
+            x = layers.add([y, x])
+        out = layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x))
+        loss = keras.losses.categorical_crossentropy
+    elif name == "qa":
+        text, question = keras.Input((100,), dtype="int32"), keras.Input((20,), dtype="int32")
+        t = layers.LSTM(32)(layers.Embedding(10000, 64)(text))
+        q = layers.LSTM(16)(layers.Embedding(10000, 32)(question))
+        inp = [text, question]
+        out = layers.Dense(500, activation="softmax")(layers.concatenate([t, q]))
+        loss = keras.losses.categorical_crossentropy
+    elif name == "siamese_lstm":
+        left, right = keras.Input((20, 128)), keras.Input((20, 128))
+        lstm = layers.LSTM(32)
+        inp = [left, right]
+        out = layers.Dense(1, activation="sigmoid")(layers.concatenate([lstm(left),
+                                                                          lstm(right)]))
+        loss = keras.losses.binary_crossentropy
+    elif name == "multi_output":
+        inp = keras.Input((500,), dtype="int32")
+        x = layers.Embedding(50000, 256)(inp)
+        x = layers.MaxPooling1D(5)(layers.Conv1D(128, 5, activation="relu")(x))
+        x = layers.Conv1D(256, 5, activation="relu")(x)
+        x = layers.MaxPooling1D(5)(layers.Conv1D(256, 5, activation="relu")(x))
+        x = layers.Conv1D(256, 5, activation="relu")(x)
+        x = layers.Conv1D(256, 5, activation="relu")(x)
+        x = layers.Dense(128, activation="relu")(layers.GlobalMaxPooling1D()(x))
+        out = {"age": layers.Dense(1, name="age")(x),
+               "income": layers.Dense(10, activation="softmax", name="income")(x),
+               "gender": layers.Dense(1, activation="sigmoid", name="gender")(x)}
+        model = CustomStepModel(inp, out)
+        model.loss_fn = _multi_output_loss
+        return model
+    else:
+        raise ValueError(f"no Keras functional model {name!r}")
+    model = CustomStepModel(inp, out)
+    model.loss_fn = _mean(loss)
+    return model
+
+
+FUNCTIONAL = ("separable_convnet", "residual", "qa", "siamese_lstm", "multi_output")
+
+
+# -- registry --------------------------------------------------------------------------
+def _make(name: str, seed: int) -> Tuple[keras.Model, Callable[[], Dict[str, Any]]]:
+    """(uncompiled model, () -> compile kwargs) for a bench model name."""
+    if name.startswith("vat_cnn"):
+        model = VatCNN(dropout=name.endswith("dropout"), vat="_vat" in name, seed=seed)
+        return model, lambda: {"optimizer": keras.optimizers.Adadelta(1.0)}
+    dense = {"dense_ae": {}, "dense_ae_tied": {"tied": True},
+             "dense_ae_small": {"hidden": 32, "hidden_activation": "relu"}}
+    if name in dense:
+        return (Autoencoder("dense", **dense[name]),
+                lambda: {"optimizer": keras.optimizers.Adam(1e-3)})
+    if name in ("conv_ae", "conv_ae_upsample"):
+        kind = "conv_transpose" if name == "conv_ae" else "conv_upsample"
+        return Autoencoder(kind), lambda: {"optimizer": keras.optimizers.Adam(1e-3)}
+    if name in ("dcgan", "dcgan_mixed"):
+        return (DCGAN(mixed=name == "dcgan_mixed", seed=seed),
+                lambda: {"d_optimizer": keras.optimizers.Adam(2e-4, beta_1=0.5),
+                         "g_optimizer": keras.optimizers.Adam(2e-4, beta_1=0.5)})
+    if name in FUNCTIONAL:
+        return functional_model(name), lambda: {"optimizer": keras.optimizers.Adam(1e-3)}
+    raise ValueError(f"no Keras equivalent for model {name!r}; known: {', '.join(NAMES)}")
+
+
+NAMES = ("vat_cnn", "vat_cnn_dropout", "vat_cnn_vat", "vat_cnn_vat_dropout", "dense_ae",
+         "dense_ae_tied", "dense_ae_small", "conv_ae", "conv_ae_upsample", "dcgan",
+         "dcgan_mixed") + FUNCTIONAL
+
+
+def build(name: str, batch: Any, jit_compile: bool, seed: int = 0) -> KerasSetup:
+    """The compiled Keras model `name` and a runner of `train_on_batch` on `batch`.
+
+    Args:
+      name: a bench model name (see the module docstring / `NAMES`).
+      batch: one tfcore batch of that model: `(x, y)` for the classifiers (x may itself
+        be a tuple of inputs, y of targets), images for the autoencoders and the GAN
+        (NumPy or tensors; copied to the current device).
+      jit_compile: compile Keras's train function with XLA.
+      seed: Keras's seeds (initialisers, dropout, noise).
+
+    Returns:
+      A `KerasSetup`; the model is built and its optimizer(s) hold their slots.
+    """
+    keras.utils.set_random_seed(seed)
+    model, compile_kwargs = _make(name, seed)
+    parts = batch if isinstance(batch, (tuple, list)) else (batch,)
+    on_device = tf.nest.map_structure(lambda t: tf.identity(tf.convert_to_tensor(t)),
+                                      tuple(parts))
+    # Keras takes several inputs / targets as lists.
+    inputs = tuple(list(p) if isinstance(p, tuple) else p for p in on_device)
+    model(tf.nest.map_structure(lambda t: t[:1], inputs[0]))  # build the variables
+    model.compile(jit_compile=bool(jit_compile), **compile_kwargs())
+
+    def run(n: int):
+        logs = None
+        for _ in range(n):
+            logs = model.train_on_batch(*inputs, return_dict=True)
+        return logs
+
+    return KerasSetup(model, inputs, run)

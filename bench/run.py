@@ -1,0 +1,718 @@
+"""`python -m bench.run`: tfcore train steps side by side with Keras 3, one run.
+
+    python -m bench.run --out=runs/bench.json                 # defaults: <= 15 min on 2 cores
+    python -m bench.run --models=vat_cnn,vat_cnn_vat --modes=graph,xla,keras_graph \
+        --steps=5 --rounds=5 --kernels=false --out=/tmp/b.json
+
+For every model, the same tfcore `step_fn(batch, seed)` (from `models/`) runs in
+each mode, and the Keras 3 equivalent (`bench.keras_models`) beside it:
+
+| mode          | what runs                                                              |
+| ------------- | ---------------------------------------------------------------------- |
+| `eager`       | `tfcore.loop.Loop`, one step per call, functions run eagerly           |
+| `graph`       | `Loop`, one `tf.function` call per step (jit off)                      |
+| `xla`         | `Loop`, one `tf.function(jit_compile=True)` call per step              |
+| `loop`        | `Loop(steps_per_call=steps)`: all of a round's steps in ONE compiled call (a `tf.while_loop` gathering its batches from the on-device `DeviceDataset`); jit per `--loop_jit` |
+| `keras_graph` | the Keras 3 model, custom `train_step`, `train_on_batch`, `jit_compile=False` |
+| `keras_xla`   | the same with `jit_compile=True`                                       |
+
+The tfcore modes read their batches from a `tfcore.data.DeviceDataset` of synthetic
+data with the real shapes (MNIST 28x28x1, DCGAN 32x32x1), as training does (through
+`_Batches`, which gathers the batch indices with `tf.gather`: `DeviceDataset.gather`'s
+`tf.slice` makes XLA recompile the step on every call, see `_Batches`); the
+Keras modes call `train_on_batch` on one batch already on the device. All modes of a
+model (plus a matmul that measures the machine's peak under the same load) are timed
+in interleaved rounds after a warm-up (`bench.harness`).
+
+Output: a JSON list of records (`--out`), and a markdown report (printed and written
+next to the JSON as `.md`). Train-step records have: `kind` ('train_step'), `model`,
+`mode`, `median_ms`, `min_ms`, `max_ms` (per step), `samples_ms`, `steps`, `rounds`,
+`batch_size`, `flops` (per step), `gflop_per_step`, `flop_source` ('xla_hlo' or
+'tf_graph', see `bench.flops`), `gflops` (achieved GFLOP/s = flops / median time),
+`peak_gflops` (the matmul peak timed interleaved with this model), `pct_of_peak`,
+`ratio_to_best_keras` (median / the best Keras mode's median; None without Keras
+modes), `best_keras_mode`, `jit` (whether XLA compiled it), `device`,
+`tf_version`, `keras_version`, `intra_op_threads`, `inter_op_threads`. Kernel
+records (`kind` 'kernel' or 'peak') come from `bench.kernels`.
+
+`--device=gpu` places everything on '/GPU:0' (and prints a message and exits 0 when
+no GPU is visible); `--device=cpu` on '/CPU:0'.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench import flops as flops_lib  # noqa: E402
+from bench import harness  # noqa: E402
+
+MODES = ("eager", "graph", "xla", "loop", "keras_graph", "keras_xla")
+KERAS_MODES = ("keras_graph", "keras_xla")
+DEVICES = ("cpu", "gpu")
+
+
+# -- the tfcore models -------------------------------------------------------------------
+@dataclasses.dataclass
+class TfcoreSetup:
+    """One tfcore model ready to train.
+
+    Attributes:
+      step_fn: the un-compiled `step_fn(batch, seed) -> {name: scalar}` from models/.
+      objects: its trackables (model(s), optimizer(s)), for `tfcore.loop.Loop`.
+      arrays: the in-memory training set (NumPy nest, first axis = examples).
+    """
+
+    step_fn: Callable
+    objects: Dict[str, Any]
+    arrays: Any
+
+
+def _images(rng, n: int, size: int, low: float = 0.0) -> np.ndarray:
+    return rng.uniform(low, 1.0, size=(n, size, size, 1)).astype(np.float32)
+
+
+def _vat_cnn(dropout: bool, vat: bool):
+    def build(n: int, rng) -> TfcoreSetup:
+        import tfcore
+        from models import vat_cnn
+        model = vat_cnn.VatCNN(dropout=dropout)
+        model(tf.zeros([1, 28, 28, 1]))
+        opt = tfcore.Adadelta(learning_rate=1.0)
+        opt.build(model.trainable_variables)
+        step = vat_cnn.make_train_step(model, opt, vat=vat)
+        arrays = (_images(rng, n, 28), rng.integers(0, 10, size=n).astype(np.int32))
+        return TfcoreSetup(step, {"model": model, "optimizer": opt}, arrays)
+    return build
+
+
+def _autoencoder(kind: str, **kwargs):
+    def build(n: int, rng) -> TfcoreSetup:
+        import tfcore
+        from models import autoencoder
+        model = autoencoder.make_model(kind, **kwargs)
+        opt = tfcore.Adam(learning_rate=1e-3)
+        opt.build(model.trainable_variables)
+        step = autoencoder.make_train_step(model, opt)
+        return TfcoreSetup(step, {"model": model, "optimizer": opt}, _images(rng, n, 28))
+    return build
+
+
+def _dcgan(d_batch: str):
+    def build(n: int, rng) -> TfcoreSetup:
+        from models import dcgan
+        g, d = dcgan.Generator(), dcgan.Discriminator()
+        dcgan.build(g, d)
+        g_opt, d_opt = dcgan.make_optimizers("default")
+        step = dcgan.make_train_step(g, d, g_opt, d_opt, d_batch=d_batch)
+        objects = {"generator": g, "discriminator": d, "g_opt": g_opt, "d_opt": d_opt}
+        return TfcoreSetup(step, objects, _images(rng, n, 32, low=-1.0))
+    return build
+
+
+def _onehot(rng, n: int, classes: int) -> np.ndarray:
+    return np.eye(classes, dtype=np.float32)[rng.integers(0, classes, size=n)]
+
+
+def _functional_data(name: str, n: int, rng) -> Tuple[Any, Any]:
+    """(inputs, targets) of the functional-API model `name`, NumPy, n examples."""
+    if name == "separable_convnet":
+        return rng.uniform(0, 1, (n, 64, 64, 3)).astype(np.float32), _onehot(rng, n, 10)
+    if name == "residual":
+        return rng.uniform(0, 1, (n, 32, 32, 3)).astype(np.float32), _onehot(rng, n, 10)
+    if name == "qa":
+        return ((rng.integers(1, 10000, (n, 100)).astype(np.int32),
+                 rng.integers(1, 10000, (n, 20)).astype(np.int32)), _onehot(rng, n, 500))
+    if name == "siamese_lstm":
+        return ((rng.standard_normal((n, 20, 128)).astype(np.float32),
+                 rng.standard_normal((n, 20, 128)).astype(np.float32)),
+                rng.integers(0, 2, (n, 1)).astype(np.float32))
+    if name == "multi_output":
+        return (rng.integers(1, 50000, (n, 500)).astype(np.int32),
+                (rng.uniform(18, 80, (n, 1)).astype(np.float32), _onehot(rng, n, 10),
+                 rng.integers(0, 2, (n, 1)).astype(np.float32)))
+    raise ValueError(f"no functional model {name!r}")
+
+
+def _functional(name: str):
+    """The functional-API models (models/functional.py): a CE / BCE step with Adam,
+    or multi_output's own `train_step` (its three weighted losses)."""
+    def build(n: int, rng) -> TfcoreSetup:
+        import tfcore
+        from tfcore import losses
+        from models.functional import get_model
+        model, _ = get_model(name)
+        inputs, targets = _functional_data(name, n, rng)
+        model(tf.nest.map_structure(lambda a: tf.constant(a[:1]), inputs))
+        opt = tfcore.Adam(learning_rate=1e-3)
+        opt.build(model.trainable_variables)
+        if name == "multi_output":
+            from models import multi_output
+
+            def step_fn(batch, seed):
+                del seed
+                return multi_output.train_step(model, opt, batch)
+        else:
+            loss_fn = (losses.binary_crossentropy if name == "siamese_lstm"
+                       else losses.categorical_crossentropy)
+
+            def step_fn(batch, seed):
+                del seed
+                x, y = batch
+                variables = model.trainable_variables
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(y, model(x, training=True))
+                opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+                return {"loss": loss}
+        return TfcoreSetup(step_fn, {"model": model, "optimizer": opt}, (inputs, targets))
+    return build
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """A bench model: its tfcore builder, default batch size and description."""
+
+    build: Callable[[int, Any], TfcoreSetup]
+    batch_size: int
+    description: str
+
+
+MODELS: Dict[str, ModelSpec] = {
+    "vat_cnn": ModelSpec(_vat_cnn(False, False), 128, "VAT write-up CNN, plain CE step"),
+    "vat_cnn_dropout": ModelSpec(_vat_cnn(True, False), 128, "the CNN with dropout"),
+    "vat_cnn_vat": ModelSpec(_vat_cnn(False, True), 128, "CE + VAT (1 power iteration)"),
+    "vat_cnn_vat_dropout": ModelSpec(_vat_cnn(True, True), 128, "CE + VAT, dropout"),
+    "dense_ae": ModelSpec(_autoencoder("dense"), 128, "784-625(sigmoid)-784 AE"),
+    "dense_ae_tied": ModelSpec(_autoencoder("dense", tied=True), 128, "the same, tied"),
+    "dense_ae_small": ModelSpec(_autoencoder("dense", hidden=32, hidden_activation="relu"),
+                                128, "784-32(relu)-784 AE (the Keras blog's)"),
+    "conv_ae": ModelSpec(_autoencoder("conv", decoder="transpose"), 128,
+                         "16-8-8 conv AE, conv2d_transpose decoder"),
+    "conv_ae_upsample": ModelSpec(_autoencoder("conv", decoder="upsample"), 128,
+                                  "16-8-8 conv AE, UpSampling2D decoder"),
+    "dcgan": ModelSpec(_dcgan("split"), 64, "DCGAN D step (split real/fake) + G step"),
+    "dcgan_mixed": ModelSpec(_dcgan("mixed"), 64, "DCGAN D step (mixed batch) + G step"),
+    # functional-API models (issue 4), Adam(1e-3)
+    "separable_convnet": ModelSpec(_functional("separable_convnet"), 32,
+                                   "6 SeparableConv2D, 64x64x3, CE"),
+    "residual": ModelSpec(_functional("residual"), 8, "3 residual blocks, 32x32x3, CE"),
+    "qa": ModelSpec(_functional("qa"), 64, "two-input Embedding+LSTM QA, CE"),
+    "siamese_lstm": ModelSpec(_functional("siamese_lstm"), 64, "shared LSTM(32), BCE"),
+    "multi_output": ModelSpec(_functional("multi_output"), 8,
+                              "Embedding+Conv1D, three heads, weighted losses"),
+}
+FUNCTIONAL_MODELS = ("separable_convnet", "residual", "qa", "siamese_lstm", "multi_output")
+# residual (16 GFLOP/step even at batch 8) and multi_output run with --models=...
+DEFAULT_MODELS = tuple(m for m in MODELS if m not in ("residual", "multi_output"))
+
+# (VAT model, its plain counterpart) for the VAT/plain ratios.
+VAT_PAIRS = (("vat_cnn_vat", "vat_cnn"), ("vat_cnn_vat_dropout", "vat_cnn_dropout"))
+
+
+class _Batches:
+    """A `tfcore.data.DeviceDataset` whose `gather` takes the batch's indices with
+    `tf.gather(permutation, start + range(batch))` instead of `tf.slice`.
+
+    Same batches. Why: under XLA, `tf.slice`'s `begin` is a compile-time-constant
+    input, so a `begin` computed from the loop's step variable makes XLA recompile the
+    whole train step on EVERY call (measured: 0.6 s per call for a toy step, 4.5 s per
+    step for the dense AE, vs 2 ms). `tf.gather` takes a runtime index. Used for every
+    mode (the graph-mode batches are identical); remove once `DeviceDataset.gather`
+    (tfcore/data/pipeline.py) no longer uses `tf.slice`.
+    """
+
+    def __init__(self, dataset):
+        self._ds = dataset
+        self.num_examples = dataset.num_examples
+        self.batch_size = dataset.batch_size
+        self.steps_per_epoch = dataset.steps_per_epoch
+
+    def permutation(self, epoch):
+        return self._ds.permutation(epoch)
+
+    def gather(self, permutation, step):
+        start = tf.cast(step, tf.int32) * self.batch_size
+        idx = tf.gather(permutation, start + tf.range(self.batch_size, dtype=tf.int32))
+        flat = [tf.gather(t, idx) for t in tf.nest.flatten(self._ds.tensors)]
+        return tf.nest.pack_sequence_as(self._ds.tensors, flat)
+
+    def batch(self, epoch, step):
+        return self.gather(self.permutation(epoch), step)
+
+
+# -- runners ---------------------------------------------------------------------------
+def _loop(setup: TfcoreSetup, data, jit: bool, steps_per_call: int = 1):
+    from tfcore import loop as loop_lib
+    # The steps branch on Python values only: tracing them without AutoGraph gives
+    # the same graph, several times faster (AutoGraph's conversion of the whole
+    # model code dominated the start-up of every mode).
+    step_fn = tf.autograph.experimental.do_not_convert(setup.step_fn)
+    return loop_lib.Loop(step_fn, data, objects=setup.objects, jit=jit,
+                         steps_per_call=steps_per_call, progress=False,
+                         check_numerics=False)
+
+
+def _loop_runner(lp, eager: bool = False) -> harness.Runner:
+    def run(n: int):
+        done = int(lp.step.numpy())
+        if eager:
+            tf.config.run_functions_eagerly(True)
+        try:
+            lp.fit(steps=done + n)
+        finally:
+            if eager:
+                tf.config.run_functions_eagerly(False)
+        return None
+    return run
+
+
+def matmul_runner(size: int, jit: bool = False) -> Tuple[harness.Runner, int]:
+    """A runner of one [size, size] @ [size, size] float32 matmul per step, and its FLOPs."""
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
+    b = tf.constant(rng.standard_normal((size, size), dtype=np.float32))
+    fn = tf.function(tf.linalg.matmul, jit_compile=jit)
+    return harness.repeat(lambda: fn(a, b)), 2 * size ** 3
+
+
+# -- the bench -------------------------------------------------------------------------
+def onednn_enabled() -> Optional[bool]:
+    """Whether TensorFlow's oneDNN custom ops are on (TF_ENABLE_ONEDNN_OPTS; TF turns
+    them on by default only on some CPUs: on this project's AMD EPYC they are off)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def _versions() -> Dict[str, Any]:
+    import keras
+    return {"tf_version": tf.__version__, "keras_version": keras.__version__,
+            "onednn": onednn_enabled(),
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}
+
+
+def device_name(device: str) -> Optional[str]:
+    """'/CPU:0' or '/GPU:0'; None for 'gpu' when no GPU is visible."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "gpu":
+        return "/GPU:0" if tf.config.list_physical_devices("GPU") else None
+    return "/CPU:0"
+
+
+def bench_model(name: str, modes: Sequence[str], batch_size: int, steps: int,
+                rounds: int, warmup: int, eager_steps: int, loop_jit: bool,
+                peak_size: int, seed: int = 0, budget_s: Optional[float] = None,
+                log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Times one model in every mode (interleaved) and returns its records."""
+    from tfcore.data import DeviceDataset
+    spec = MODELS[name]
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    setup = spec.build(batch_size * steps, rng)
+    data = _Batches(DeviceDataset(setup.arrays, batch_size, seed=seed))
+    example = data.batch(0, 0)
+    count = flops_lib.count_flops(setup.step_fn, example, tf.constant([seed, 0], tf.int64))
+    runners: Dict[str, harness.Runner] = {}
+    steps_for: Dict[str, int] = {}
+    jit_of: Dict[str, bool] = {}
+    for mode in modes:
+        if mode == "eager":
+            runners[mode] = _loop_runner(_loop(setup, data, jit=False), eager=True)
+            steps_for[mode] = eager_steps
+            jit_of[mode] = False
+        elif mode in ("graph", "xla"):
+            runners[mode] = _loop_runner(_loop(setup, data, jit=mode == "xla"))
+            jit_of[mode] = mode == "xla"
+        elif mode == "loop":
+            runners[mode] = _loop_runner(_loop(setup, data, jit=loop_jit,
+                                               steps_per_call=steps))
+            jit_of[mode] = loop_jit
+        elif mode in KERAS_MODES:
+            from bench import keras_models
+            jit = mode == "keras_xla"
+            runners[mode] = keras_models.build(name, example, jit_compile=jit, seed=seed).run
+            jit_of[mode] = jit
+        else:
+            raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    peak_run, peak_flops = matmul_runner(peak_size)
+    runners["matmul_peak"] = peak_run
+    steps_for["matmul_peak"] = max(1, min(steps, 3))
+    # The loop mode runs a whole round per call (its epochs are one round long): warm
+    # it up with one round, so its calls stay aligned with the epochs.
+    warmup_for = {"loop": steps} if "loop" in runners else {}
+    log(f"[{name}] built in {time.perf_counter() - t0:.1f}s; "
+        f"{count.flops / 1e9:.3f} GFLOP/step ({count.source}); timing "
+        f"{', '.join(runners)} ...")
+    t1 = time.perf_counter()
+    timings = harness.interleave(runners, steps=steps, rounds=rounds, warmup=warmup,
+                                 steps_for=steps_for, warmup_for=warmup_for,
+                                 time_budget_s=budget_s, min_rounds=min(3, rounds))
+    log(f"[{name}] timed in {time.perf_counter() - t1:.1f}s: " + ", ".join(
+        f"{m} {t.median_ms:.2f}" for m, t in timings.items()) + " ms/step")
+    peak = timings.pop("matmul_peak")
+    peak_gflops = peak_flops / (peak.median_ms * 1e-3) / 1e9
+    keras_best = [(timings[m].median_ms, m) for m in KERAS_MODES if m in timings]
+    best_ms, best_mode = min(keras_best) if keras_best else (None, None)
+    records = []
+    for mode, t in timings.items():
+        gflops = count.flops / (t.median_ms * 1e-3) / 1e9
+        records.append({
+            "kind": "train_step", "model": name, "mode": mode,
+            "median_ms": t.median_ms, "min_ms": t.min_ms, "max_ms": t.max_ms,
+            "samples_ms": t.samples_ms, "cpu_median_ms": t.cpu_median_ms,
+            "steps": t.steps, "rounds": len(t.samples_ms),
+            "batch_size": batch_size, "flops": count.flops,
+            "gflop_per_step": count.flops / 1e9, "flop_source": count.source,
+            "gflops": gflops, "peak_gflops": peak_gflops,
+            "pct_of_peak": 100.0 * gflops / peak_gflops,
+            "ratio_to_best_keras": (t.median_ms / best_ms) if best_ms else None,
+            "best_keras_mode": best_mode, "jit": jit_of[mode]})
+    return records
+
+
+def run_bench(models: Sequence[str] = DEFAULT_MODELS, modes: Sequence[str] = MODES,
+              batch_size: int = 0, steps: int = 5, rounds: int = 7, warmup: int = 1,
+              model_budget_s: Optional[float] = 20.0,
+              eager_steps: int = 1, loop_jit: str = "auto", device: str = "cpu",
+              kernels: bool = True, kernel_steps: int = 5, peak_size: int = 1024,
+              seed: int = 0, log: Callable[[str], None] = print,
+              partial_out: Optional[str] = None) -> Optional[List[Dict[str, Any]]]:
+    """Runs the bench; returns the records (None when `device='gpu'` and there is none).
+
+    Args:
+      models: bench model names (see `MODELS`).
+      modes: subset of `MODES`.
+      batch_size: 0 = each model's default (128; DCGAN 64).
+      steps: steps per timed round (and the `loop` mode's steps per compiled call).
+      rounds: interleaved timed rounds (median over them), at most.
+      model_budget_s: cap on one model's timed rounds (seconds): fewer rounds (but at
+        least 3) when the machine is slow or loaded; None: always `rounds`.
+      warmup: untimed steps per mode first (the loop mode: one round).
+      eager_steps: steps per round of the (slow) eager mode.
+      loop_jit: 'auto' | 'on' | 'off': compile mode of the `loop` mode
+        (`tfcore.compile.resolve_jit`).
+      device: 'cpu' or 'gpu'.
+      kernels: also run `bench.kernels` (micro-benchmarks and matmul peaks).
+      kernel_steps: calls per round for the kernels.
+      peak_size: the square matmul (size^3) timed with every model for its % of peak.
+      seed: data and initialisation seed.
+      log: progress printer.
+      partial_out: if given, the records so far are written there (JSON) after every
+        model, so an interrupted run keeps what it measured.
+    """
+    from tfcore.compile import resolve_jit
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; known: {', '.join(MODELS)}")
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise ValueError(f"unknown modes {bad}; known: {', '.join(MODES)}")
+    for what, v, low in (("steps", steps, 1), ("rounds", rounds, 1), ("warmup", warmup, 0),
+                         ("eager_steps", eager_steps, 1), ("batch_size", batch_size, 0),
+                         ("kernel_steps", kernel_steps, 1), ("peak_size", peak_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{what} must be an integer >= {low}, got {v!r}")
+    dev = device_name(device)
+    if dev is None:
+        log("--device=gpu: no GPU is visible to TensorFlow; nothing to run (skipped).")
+        return None
+    common = {"device": dev, **_versions()}
+    records: List[Dict[str, Any]] = []
+    with tf.device(dev):
+        jit_loop = resolve_jit(loop_jit)
+        for name in models:
+            bs = batch_size or MODELS[name].batch_size
+            for r in bench_model(name, modes, bs, steps, rounds, warmup, eager_steps,
+                                 jit_loop, peak_size, seed=seed, budget_s=model_budget_s,
+                                 log=log):
+                records.append({**r, **common})
+            if partial_out:
+                _write_json(records, partial_out)
+        if kernels:
+            from bench import kernels as kernels_lib
+            for r in kernels_lib.run_kernels(steps=kernel_steps, rounds=rounds,
+                                             time_budget_s=model_budget_s, log=log):
+                records.append({**r, **common})
+    return records
+
+
+# -- report ----------------------------------------------------------------------------
+def _f(v, fmt="{:.2f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _by(records, kind="train_step"):
+    return {(r["model"], r["mode"]): r for r in records if r.get("kind") == kind}
+
+
+def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Derived figures: VAT/plain ratios, jit=auto choice vs best, loop speed-ups, targets."""
+    from tfcore.compile import resolve_jit
+    steps = _by(records)
+    models = list(dict.fromkeys(m for m, _ in steps))
+    out: Dict[str, Any] = {"vat_ratios": [], "jit_auto": [], "loop_speedup": [],
+                           "targets": []}
+    for vat, plain in VAT_PAIRS:
+        for mode in MODES:
+            a, b = steps.get((vat, mode)), steps.get((plain, mode))
+            if a and b:
+                t_ratio = a["median_ms"] / b["median_ms"]
+                f_ratio = a["flops"] / b["flops"]
+                out["vat_ratios"].append({"vat": vat, "plain": plain, "mode": mode,
+                                          "time_ratio": t_ratio, "flop_ratio": f_ratio,
+                                          "deviation_pct": 100 * (t_ratio / f_ratio - 1)})
+    auto = "xla" if resolve_jit("auto") else "graph"
+    for m in models:
+        g, x = steps.get((m, "graph")), steps.get((m, "xla"))
+        if g and x:
+            best = "graph" if g["median_ms"] <= x["median_ms"] else "xla"
+            out["jit_auto"].append({"model": m, "auto_picks": auto, "measured_best": best,
+                                    "graph_ms": g["median_ms"], "xla_ms": x["median_ms"],
+                                    "agrees": auto == best})
+        lp = steps.get((m, "loop"))
+        per = steps.get((m, "xla" if lp and lp["jit"] else "graph"))
+        if lp and per:
+            out["loop_speedup"].append({"model": m, "per_step_mode": per["mode"],
+                                        "per_step_ms": per["median_ms"],
+                                        "loop_ms": lp["median_ms"],
+                                        "speedup": per["median_ms"] / lp["median_ms"]})
+    # Targets of issue 8.
+    tf_modes = ("graph", "xla", "loop")
+    for m in models:
+        rs = [steps[(m, md)] for md in tf_modes if (m, md) in steps
+              and steps[(m, md)]["ratio_to_best_keras"] is not None]
+        if rs:
+            best = min(rs, key=lambda r: r["median_ms"])
+            out["targets"].append({
+                "target": f"{m}: best tfcore step <= best Keras 3 (ratio <= 1.0)",
+                "value": best["ratio_to_best_keras"], "mode": best["mode"],
+                "met": best["ratio_to_best_keras"] <= 1.0})
+    for v in out["vat_ratios"]:
+        if v["mode"] == "graph":
+            out["targets"].append({
+                "target": f"{v['vat']}/{v['plain']} step-time ratio within 5% of the FLOP "
+                          f"ratio {v['flop_ratio']:.2f} (graph mode)",
+                "value": v["time_ratio"], "mode": "graph",
+                "met": abs(v["deviation_pct"]) <= 5.0})
+    plain = [steps[("vat_cnn", md)] for md in tf_modes if ("vat_cnn", md) in steps]
+    if plain:
+        best = max(plain, key=lambda r: r["pct_of_peak"])
+        out["targets"].append({"target": "vat_cnn plain step >= 75% of the matmul peak",
+                               "value": best["pct_of_peak"], "mode": best["mode"],
+                               "met": best["pct_of_peak"] >= 75.0})
+    for s in out["loop_speedup"]:
+        if s["model"].startswith("dense_ae"):
+            out["targets"].append({"target": f"{s['model']}: loop >= 1.3x per-step calls",
+                                   "value": s["speedup"], "mode": "loop",
+                                   "met": s["speedup"] >= 1.3})
+    for j in out["jit_auto"]:
+        out["targets"].append({"target": f"{j['model']}: --jit=auto picks the faster mode",
+                               "value": j["xla_ms"] / j["graph_ms"], "mode": j["auto_picks"],
+                               "met": j["agrees"]})
+    return out
+
+
+def markdown(records: List[Dict[str, Any]], command: str = "",
+             context: Optional[Dict[str, Any]] = None) -> str:
+    """The report: context, matmul peak, train steps, VAT ratios, jit=auto, loop, kernels, targets."""
+    lines: List[str] = []
+    any_r = records[0] if records else {}
+    lines.append(f"Command: `{command}`" if command else "")
+    lines.append(f"Device {any_r.get('device')}, TensorFlow {any_r.get('tf_version')}, "
+                 f"Keras {any_r.get('keras_version')}, oneDNN custom ops "
+                 f"{ {True: 'on', False: 'off'}.get(any_r.get('onednn'), '?')}, intra/inter-op "
+                 f"threads {any_r.get('intra_op_threads')}/{any_r.get('inter_op_threads')} "
+                 f"(0 = TF's default).")
+    for k, v in (context or {}).items():
+        lines.append(f"{k}: {v}")
+    peaks = [r for r in records if r.get("kind") == "peak"]
+    steps = [r for r in records if r.get("kind") == "train_step"]
+    if peaks or steps:
+        lines += ["", "### Matmul peak (measured in this run)", ""]
+        for r in peaks:
+            lines.append(f"- {r['model']} ({r['mode']}): {r['gflops']:.1f} GFLOP/s "
+                         f"(median of {len(r['samples_ms'])} rounds)")
+        model_peaks = [r["peak_gflops"] for r in steps if r["mode"] == steps[0]["mode"]]
+        if model_peaks:
+            lines.append(f"- 1024^3 matmul (graph) interleaved with each model's rounds: "
+                         f"median {statistics.median(model_peaks):.1f} GFLOP/s (range "
+                         f"{min(model_peaks):.1f}-{max(model_peaks):.1f}); each row's % of "
+                         f"peak uses the peak timed with it")
+    if steps:
+        lines += ["", "### Train steps (ms per step; ratio = median / best Keras 3 mode's "
+                  "median)", "",
+                  "| model | mode | median ms | min | max | GFLOP/step | GFLOP/s | % peak | "
+                  "x best Keras |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in steps:
+            lines.append(
+                f"| {r['model']} | {r['mode']}{' (xla)' if r['mode'] == 'loop' and r['jit'] else ''}"
+                f" | {r['median_ms']:.2f} | {r['min_ms']:.2f} | {r['max_ms']:.2f} | "
+                f"{r['gflop_per_step']:.3f} | {r['gflops']:.1f} | {r['pct_of_peak']:.0f} | "
+                f"{_f(r['ratio_to_best_keras'])} |")
+        srcs = sorted({r["flop_source"] for r in steps})
+        lines.append("")
+        lines.append(f"FLOPs: 2 per multiply-add of the step's matmuls and convolutions, "
+                     f"counted from {' / '.join(srcs)} (see bench/flops.py).")
+    s = summarize(records)
+    if s["vat_ratios"]:
+        lines += ["", "### VAT / plain step-time ratio vs FLOP ratio", "",
+                  "| pair | mode | time ratio | FLOP ratio | deviation |",
+                  "| --- | --- | ---: | ---: | ---: |"]
+        for v in s["vat_ratios"]:
+            lines.append(f"| {v['vat']} / {v['plain']} | {v['mode']} | {v['time_ratio']:.2f} "
+                         f"| {v['flop_ratio']:.2f} | {v['deviation_pct']:+.0f}% |")
+    if s["jit_auto"]:
+        lines += ["", "### `--jit=auto` (tfcore.compile.resolve_jit) vs the measured best",
+                  "", "| model | auto picks | graph ms | xla ms | measured best | agrees |",
+                  "| --- | --- | ---: | ---: | --- | --- |"]
+        for j in s["jit_auto"]:
+            lines.append(f"| {j['model']} | {j['auto_picks']} | {j['graph_ms']:.2f} | "
+                         f"{j['xla_ms']:.2f} | {j['measured_best']} | "
+                         f"{'yes' if j['agrees'] else 'NO'} |")
+    if s["loop_speedup"]:
+        lines += ["", "### Compiled multi-step loop vs one call per step", "",
+                  "| model | per-step mode | per-step ms | loop ms | speed-up |",
+                  "| --- | --- | ---: | ---: | ---: |"]
+        for v in s["loop_speedup"]:
+            lines.append(f"| {v['model']} | {v['per_step_mode']} | {v['per_step_ms']:.2f} | "
+                         f"{v['loop_ms']:.2f} | {v['speedup']:.2f}x |")
+    kern = [r for r in records if r.get("kind") == "kernel"]
+    if kern:
+        lines += ["", "### Kernels at the models' shapes", "",
+                  "| kernel | shape | mode | median ms | GFLOP/s | % peak |",
+                  "| --- | --- | --- | ---: | ---: | ---: |"]
+        for r in kern:
+            lines.append(f"| {r['model']} | {r['shape']} | {r['mode']} | {r['median_ms']:.3f} "
+                         f"| {_f(r['gflops'], '{:.1f}')} | {_f(r['pct_of_peak'], '{:.0f}')} |")
+    if s["targets"]:
+        lines += ["", "### Targets (issue 8)", "", "| target | value | mode | met |",
+                  "| --- | ---: | --- | --- |"]
+        for t in s["targets"]:
+            lines.append(f"| {t['target']} | {t['value']:.2f} | {t['mode']} | "
+                         f"{'yes' if t['met'] else 'NO'} |")
+    return "\n".join(lines).strip() + "\n"
+
+
+def _write_json(records: List[Dict[str, Any]], out: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(records, f, indent=1)
+    os.replace(tmp, out)
+
+
+def write(records: List[Dict[str, Any]], out: str, report: str) -> str:
+    """Writes the JSON records to `out` and the report next to it (.md); returns its path."""
+    _write_json(records, out)
+    md = os.path.splitext(out)[0] + ".md"
+    with open(md, "w") as f:
+        f.write(report)
+    return md
+
+
+# -- CLI -------------------------------------------------------------------------------
+def _define_flags():
+    from absl import flags
+    flags.DEFINE_list("models", list(DEFAULT_MODELS), f"Models: {', '.join(MODELS)}.")
+    flags.DEFINE_list("modes", list(MODES), f"Modes: {', '.join(MODES)}.")
+    flags.DEFINE_integer("batch_size", 0, "Batch size (0: each model's default, 128; "
+                         "DCGAN 64).")
+    flags.DEFINE_integer("steps", 5, "Steps per timed round (= the loop mode's steps per "
+                         "compiled call).")
+    flags.DEFINE_integer("rounds", 7, "Interleaved timed rounds per model (median), at "
+                         "most.")
+    flags.DEFINE_float("model_budget_s", 20.0, "Cap on one model's (or kernel's) timed "
+                       "rounds in seconds (fewer rounds, at least 3, on a slow or loaded "
+                       "machine); 0: no cap.")
+    flags.DEFINE_enum("onednn", "default", ["default", "on", "off"], "TensorFlow's oneDNN "
+                      "custom ops (TF_ENABLE_ONEDNN_OPTS; read when TensorFlow starts, so "
+                      "on/off re-runs the command with it set). default: TF's choice.")
+    flags.DEFINE_integer("warmup", 1, "Untimed warm-up steps per mode (the loop mode: "
+                         "one round).")
+    flags.DEFINE_integer("eager_steps", 1, "Steps per round of the eager mode.")
+    flags.DEFINE_enum("loop_jit", "auto", ["auto", "on", "off"], "Compile mode of the "
+                      "multi-step loop (auto: tfcore.compile.resolve_jit).")
+    flags.DEFINE_enum("device", "cpu", list(DEVICES), "cpu or gpu (gpu: skipped with a "
+                      "message when none is visible).")
+    flags.DEFINE_boolean("kernels", True, "Also run the kernel micro-benchmarks.")
+    flags.DEFINE_integer("kernel_steps", 5, "Kernel calls per timed round.")
+    flags.DEFINE_integer("peak_size", 1024, "Size of the square matmul timed with each "
+                         "model for its % of peak.")
+    flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: default).")
+    flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: default).")
+    flags.DEFINE_integer("seed", 0, "Data and initialisation seed.")
+    flags.DEFINE_string("out", None, "Write the JSON records here (and the report next "
+                        "to it as .md).")
+
+
+def main(argv):
+    from absl import flags
+    f = flags.FLAGS
+    if len(argv) > 1:
+        raise SystemExit(f"unexpected arguments: {argv[1:]}")
+    if f.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(f.intra_op_threads)
+    if f.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(f.inter_op_threads)
+    command = "python -m bench.run " + " ".join(sys.argv[1:])
+    load0 = os.getloadavg()
+    t0 = time.time()
+    try:
+        records = run_bench(models=f.models, modes=f.modes, batch_size=f.batch_size,
+                            steps=f.steps, rounds=f.rounds, warmup=f.warmup,
+                            model_budget_s=f.model_budget_s or None,
+                            eager_steps=f.eager_steps, loop_jit=f.loop_jit,
+                            device=f.device, kernels=f.kernels, kernel_steps=f.kernel_steps,
+                            peak_size=f.peak_size, seed=f.seed, partial_out=f.out)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    if records is None:
+        return 0
+    load1 = os.getloadavg()
+    context = {
+        "Date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "Machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "Load average (1 min) at start / end": f"{load0[0]:.1f} / {load1[0]:.1f}",
+        "Wall time": f"{time.time() - t0:.0f} s"}
+    report = markdown(records, command, context)
+    print(report)
+    if f.out:
+        md = write(records, f.out, report)
+        print(f"wrote {f.out} and {md}")
+    return 0
+
+
+def _reexec_for_onednn(argv: Sequence[str]) -> None:
+    """`--onednn=on|off`: TensorFlow reads TF_ENABLE_ONEDNN_OPTS when it starts, which
+    this module's imports already did; re-run the command with it set (once)."""
+    want = None
+    for a in argv[1:]:
+        if a.startswith("--onednn="):
+            want = {"on": "1", "off": "0"}.get(a.split("=", 1)[1])
+    if want is not None and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != want:
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = want
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "bench.run", *argv[1:]])
+
+
+if __name__ == "__main__":
+    from absl import app
+    _reexec_for_onednn(sys.argv)
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,120 @@
+"""Tests for bench/: the interleaved timing harness, the FLOP counter against hand
+counts (the VAT CNN's train step, a padded strided conv), and a smoke run of the
+whole bench (two models, two modes, a few steps) checking the JSON records and the
+markdown report."""
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bench import flops, harness, run
+
+
+# -- harness ---------------------------------------------------------------------------
+def test_interleave_alternates_runners_and_reports_per_step_stats():
+    calls = []
+    now = [0.0]
+
+    def clock():
+        return now[0]
+
+    def runner(name, ms_per_step):
+        def run_n(n):
+            calls.append((name, n))
+            now[0] += n * ms_per_step / 1000.0
+        return run_n
+
+    t = harness.interleave({"a": runner("a", 2.0), "b": runner("b", 5.0)}, steps=3,
+                           rounds=4, warmup=1, steps_for={"b": 2}, warmup_for={"a": 0},
+                           clock=clock)
+    # warm-up (b only), then a b a b a b a b
+    assert calls == [("b", 1)] + [("a", 3), ("b", 2)] * 4
+    assert t["a"].median_ms == pytest.approx(2.0) and t["a"].steps == 3
+    assert t["b"].min_ms == pytest.approx(5.0) and t["b"].max_ms == pytest.approx(5.0)
+    assert len(t["a"].samples_ms) == 4
+
+
+def test_interleave_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="at least one runner"):
+        harness.interleave({})
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+        harness.interleave({"a": lambda n: None}, steps=0)
+    with pytest.raises(ValueError, match="runner 'a' must be callable"):
+        harness.interleave({"a": 3})
+
+
+# -- FLOPs -----------------------------------------------------------------------------
+def test_vat_cnn_step_flops_match_hand_count():
+    """The plain VAT-CNN train step: forward, input- and weight-gradients, counted by
+    hand from the layer shapes (batch 4)."""
+    b = 4
+    setup = run.MODELS["vat_cnn"].build(b, np.random.default_rng(0))
+    x, y = (tf.constant(a) for a in setup.arrays)
+    seed = tf.constant([0, 1], tf.int64)
+    conv1 = 2 * b * 26 * 26 * 32 * (3 * 3 * 1)      # x [b,28,28,1] -> [b,26,26,32]
+    conv2 = 2 * b * 24 * 24 * 32 * (3 * 3 * 32)     # -> [b,24,24,32]
+    dense = 2 * b * 4608 * 128
+    dense_1 = 2 * b * 128 * 10
+    # conv1: forward + filter gradient (no input gradient: x needs none);
+    # conv2, dense, dense_1: forward + input gradient + weight gradient.
+    expected = 2 * conv1 + 3 * conv2 + 3 * dense + 3 * dense_1
+    count = flops.count_flops(setup.step_fn, (x, y), seed)
+    assert count.source == "xla_hlo"
+    assert count.flops == expected
+    assert expected == pytest.approx(4.63e9 * b / 128, rel=0.01)  # issue 8's ~4.6 GFLOP @128
+    graph = flops.count_flops(setup.step_fn, (x, y), seed, prefer="tf_graph")
+    assert graph.source == "tf_graph" and graph.flops == expected
+
+
+def test_hlo_count_skips_padding_taps_of_a_strided_same_conv():
+    x = tf.zeros([2, 5, 5, 3])
+    w = tf.zeros([3, 3, 3, 4])
+    text = flops.xla_hlo_text(lambda x: tf.nn.conv2d(x, w, 2, "SAME"), x)
+    # out 3x3, pad 1 each side: taps per spatial dim = 2 + 3 + 2 = 7 (of 9)
+    assert flops.hlo_flops(text).flops == 2 * 2 * 4 * 3 * 7 * 7
+    with pytest.raises(ValueError, match="prefer must be"):
+        flops.count_flops(lambda x: x, x, prefer="nope")
+
+
+# -- the whole bench -------------------------------------------------------------------
+def test_bench_smoke_writes_records_and_report(tmp_path):
+    records = run.run_bench(models=["dense_ae_small", "dense_ae_tied"],
+                            modes=["graph", "keras_graph"], batch_size=8, steps=2,
+                            rounds=2, warmup=1, kernels=False, log=lambda s: None)
+    out = tmp_path / "bench.json"
+    md = run.write(records, str(out), run.markdown(records, "test"))
+    loaded = json.loads(out.read_text())
+    assert [(r["model"], r["mode"]) for r in loaded] == [
+        ("dense_ae_small", "graph"), ("dense_ae_small", "keras_graph"),
+        ("dense_ae_tied", "graph"), ("dense_ae_tied", "keras_graph")]
+    required = {"model", "mode", "median_ms", "min_ms", "max_ms", "gflops",
+                "ratio_to_best_keras", "flops", "flop_source", "batch_size", "steps",
+                "device", "tf_version", "keras_version", "pct_of_peak", "peak_gflops"}
+    for r in loaded:
+        assert required <= set(r), required - set(r)
+        assert r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["min_ms"] > 0
+        assert r["batch_size"] == 8 and r["steps"] == 2 and len(r["samples_ms"]) == 2
+        assert r["flop_source"] == "xla_hlo" and r["flops"] > 0
+        assert math.isclose(r["gflops"], r["flops"] / r["median_ms"] / 1e6, rel_tol=1e-9)
+        assert r["best_keras_mode"] == "keras_graph"
+    keras_row = loaded[1]
+    assert keras_row["ratio_to_best_keras"] == pytest.approx(1.0)
+    # dense AE, hidden 32: 3 matmuls per layer (fwd, dx, dW) minus the encoder's dx.
+    small = 2 * 8 * 784 * 32
+    assert loaded[0]["flops"] == 5 * small
+    text = open(md).read()
+    assert "| dense_ae_tied | graph |" in text and "x best Keras" in text
+
+
+def test_bench_rejects_unknown_names_and_skips_missing_gpu():
+    with pytest.raises(ValueError, match=r"unknown models \['nope'\]"):
+        run.run_bench(models=["nope"], kernels=False)
+    with pytest.raises(ValueError, match=r"unknown modes \['fast'\]"):
+        run.run_bench(models=["vat_cnn"], modes=["fast"], kernels=False)
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible")
+    messages = []
+    assert run.run_bench(models=["vat_cnn"], device="gpu", log=messages.append) is None
+    assert "no GPU" in messages[0]
