@@ -7,15 +7,12 @@ defaults: pool_size 2, strides = pool_size, 'valid'. Computed with `tf.nn.avg_po
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import tensorflow as tf
 
-from tfcore.layer import Layer
-from tfcore.max_pool2d import IntOr2, pool_args
+from tfcore.max_pool2d import Pool2D
 
 
-class AvgPool2D(Layer):
+class AvgPool2D(Pool2D):
     """2-D average pooling (Keras 3 `AveragePooling2D`, channels_last).
 
     Args:
@@ -25,16 +22,4 @@ class AvgPool2D(Layer):
       name: module name.
     """
 
-    def __init__(self, pool_size: IntOr2 = 2, strides: Optional[IntOr2] = None,
-                 padding: str = "valid", name: Optional[str] = None):
-        super().__init__(name=name)
-        self.pool_size, self.strides, self.padding = pool_args(
-            "AvgPool2D", pool_size, strides, padding)
-
-    def call(self, x: tf.Tensor, training: bool = False, seed=None) -> tf.Tensor:
-        """x [batch, H, W, C] -> [batch, H', W', C]."""
-        if x.shape.rank != 4:
-            raise ValueError(f"AvgPool2D '{self.name}' expects a 4-D NHWC input, "
-                             f"got shape {x.shape}")
-        return tf.nn.avg_pool2d(x, ksize=self.pool_size, strides=self.strides,
-                                padding=self.padding.upper())
+    _pool = staticmethod(tf.nn.avg_pool2d)

@@ -24,7 +24,28 @@ def pool_args(cls_name: str, pool_size, strides, padding):
     return pool_size, strides, normalize_padding(padding)
 
 
-class MaxPool2D(Layer):
+class Pool2D(Layer):
+    """Shared machinery of the 2-D pooling layers: argument validation and the
+    NHWC rank check; subclasses name the `tf.nn` op in `_pool`."""
+
+    _pool = None  # tf.nn.max_pool2d / tf.nn.avg_pool2d
+
+    def __init__(self, pool_size: IntOr2 = 2, strides: Optional[IntOr2] = None,
+                 padding: str = "valid", name: Optional[str] = None):
+        super().__init__(name=name)
+        self.pool_size, self.strides, self.padding = pool_args(
+            type(self).__name__, pool_size, strides, padding)
+
+    def call(self, x: tf.Tensor, training: bool = False, seed=None) -> tf.Tensor:
+        """x [batch, H, W, C] -> [batch, H', W', C]."""
+        if x.shape.rank != 4:
+            raise ValueError(f"{type(self).__name__} '{self.name}' expects a 4-D NHWC "
+                             f"input, got shape {x.shape}")
+        return type(self)._pool(x, ksize=self.pool_size, strides=self.strides,
+                                padding=self.padding.upper())
+
+
+class MaxPool2D(Pool2D):
     """2-D max pooling (Keras 3 `MaxPooling2D`, channels_last).
 
     Args:
@@ -34,16 +55,4 @@ class MaxPool2D(Layer):
       name: module name.
     """
 
-    def __init__(self, pool_size: IntOr2 = 2, strides: Optional[IntOr2] = None,
-                 padding: str = "valid", name: Optional[str] = None):
-        super().__init__(name=name)
-        self.pool_size, self.strides, self.padding = pool_args(
-            "MaxPool2D", pool_size, strides, padding)
-
-    def call(self, x: tf.Tensor, training: bool = False, seed=None) -> tf.Tensor:
-        """x [batch, H, W, C] -> [batch, H', W', C]."""
-        if x.shape.rank != 4:
-            raise ValueError(f"MaxPool2D '{self.name}' expects a 4-D NHWC input, "
-                             f"got shape {x.shape}")
-        return tf.nn.max_pool2d(x, ksize=self.pool_size, strides=self.strides,
-                                padding=self.padding.upper())
+    _pool = staticmethod(tf.nn.max_pool2d)
