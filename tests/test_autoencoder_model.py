@@ -302,6 +302,9 @@ def test_learning_rate_schedules():
     step = ae.make_learning_rate_fn("step", 0.01, 1000)
     np.testing.assert_allclose([float(step(s)) for s in (0, 499, 500, 749, 750)],
                                [0.01, 0.01, 0.001, 0.001, 0.0001], rtol=1e-5)
+    wsd = ae.make_learning_rate_fn("wsd", 0.01, 1000, decay_fraction=0.3)
+    np.testing.assert_allclose([float(wsd(s)) for s in (0, 699, 700, 850, 1000, 1500)],
+                               [0.01, 0.01, 0.01, 0.005, 0.0, 0.0], rtol=1e-5, atol=1e-9)
     assert float(ae.make_learning_rate_fn("constant", 0.002, 10)(7)) == pytest.approx(0.002)
     with pytest.raises(ValueError, match="schedule must be one of.*'linear'"):
         ae.make_learning_rate_fn("linear", 0.01, 10)
@@ -309,3 +312,5 @@ def test_learning_rate_schedules():
         ae.make_learning_rate_fn("cosine", 0.01, 10, warmup_steps=10)
     with pytest.raises(ValueError, match="learning_rate must be a positive number, got 0"):
         ae.make_learning_rate_fn("cosine", 0, 10)
+    with pytest.raises(ValueError, match="decay_fraction must be in .*1.5"):
+        ae.make_learning_rate_fn("wsd", 0.01, 10, decay_fraction=1.5)

@@ -186,6 +186,18 @@ def format_table(results: Dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def picture_legend(results: Dict[str, dict]) -> str:
+    """What each row of the combined reconstructions.png shows."""
+    rows = ["the first test digits"]
+    for name, m in results.items():
+        what = DESCRIPTIONS.get(name, name)
+        if m["config"]["noise_factor"]:
+            rows.append(f"the noisy inputs of {what}")
+        rows.append(f"{what}: reconstructions")
+    return ("reconstructions.png, top to bottom: " +
+            "; ".join(f"({i + 1}) {r}" for i, r in enumerate(rows)) + ".")
+
+
 def combined_picture(results: Dict[str, dict], workdir: str):
     """Rows: the test digits, then per configuration its reconstructions (denoising:
     its noisy inputs, then its reconstructions); a uint8 grid."""
@@ -215,7 +227,7 @@ def make_table(workdir: str, names: Sequence[str], base: Dict[str, Any],
     for name in names:
         results[name] = run_config(name, CONFIGS[name], os.path.join(workdir, name),
                                    base, rerun=rerun)
-        table = format_table(results)
+        table = format_table(results) + "\n" + picture_legend(results) + "\n"
         metrics_io.atomic_write_text(os.path.join(workdir, "table.md"), table)
         metrics_io.atomic_write_json(os.path.join(workdir, "results.json"), {
             k: {key: v[key] for key in ("test_bce", "test_mse", "steps", "seconds",
