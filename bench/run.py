@@ -398,7 +398,9 @@ def run_bench(models: Sequence[str] = DEFAULT_MODELS, modes: Sequence[str] = MOD
     Args:
       models: bench model names (see `MODELS`).
       modes: subset of `MODES`.
-      batch_size: 0 = each model's default (128; DCGAN 64).
+      batch_size: 0 = each model's default (`MODELS[name].batch_size`: 128 for the
+        VAT CNN and the autoencoders, 64 for DCGAN, qa and siamese_lstm, 32 for
+        separable_convnet, 8 for residual and multi_output).
       steps: steps per timed round (and the `loop` mode's steps per compiled call).
       rounds: interleaved timed rounds (median over them), at most.
       model_budget_s: cap on one model's timed rounds (seconds): fewer rounds (but at
@@ -631,8 +633,9 @@ def _define_flags():
     from absl import flags
     flags.DEFINE_list("models", list(DEFAULT_MODELS), f"Models: {', '.join(MODELS)}.")
     flags.DEFINE_list("modes", list(MODES), f"Modes: {', '.join(MODES)}.")
-    flags.DEFINE_integer("batch_size", 0, "Batch size (0: each model's default, 128; "
-                         "DCGAN 64).")
+    flags.DEFINE_integer("batch_size", 0, "Batch size (0: each model's default: 128 for "
+                         "the VAT CNN and autoencoders, 64 DCGAN/qa/siamese_lstm, 32 "
+                         "separable_convnet, 8 residual/multi_output).")
     flags.DEFINE_integer("steps", 5, "Steps per timed round (= the loop mode's steps per "
                          "compiled call).")
     flags.DEFINE_integer("rounds", 7, "Interleaved timed rounds per model (median), at "
