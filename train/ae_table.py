@@ -198,9 +198,10 @@ def picture_legend(results: Dict[str, dict]) -> str:
             "; ".join(f"({i + 1}) {r}" for i, r in enumerate(rows)) + ".")
 
 
-def combined_picture(results: Dict[str, dict], workdir: str):
+def combined_picture(results: Dict[str, dict], workdir: str, zoom: int = 2):
     """Rows: the test digits, then per configuration its reconstructions (denoising:
-    its noisy inputs, then its reconstructions); a uint8 grid."""
+    its noisy inputs, then its reconstructions); a uint8 grid, every pixel repeated
+    zoom x zoom times."""
     import numpy as np  # pylint: disable=import-outside-toplevel
     from tfcore import image_grid  # pylint: disable=import-outside-toplevel
     rows, cols = [], None
@@ -215,7 +216,8 @@ def combined_picture(results: Dict[str, dict], workdir: str):
             rows.append(cells[0])
         rows.extend(cells[1:])
     images = np.concatenate(rows)
-    return image_grid.image_grid(images, rows=len(rows), cols=cols)
+    grid = image_grid.image_grid(images, rows=len(rows), cols=cols)
+    return np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1)  # readable in docs
 
 
 def make_table(workdir: str, names: Sequence[str], base: Dict[str, Any],
