@@ -25,6 +25,14 @@ Kernels (batch sizes are the models' defaults: 128, DCGAN 64):
 | matmul_d_dense          | dcgan D dense          | [64,4096] @ [4096,2048]                 |
 | batchnorm_moments       | dcgan G BN (tfcore's)  | training fwd+bwd, tf.nn.moments + batch_normalization, [64,16,16,128] |
 | batchnorm_fused         | the same, fused        | training fwd+bwd, tf.compat.v1.nn.fused_batch_norm |
+| conv2d_1out_dcgan       | dcgan G conv2d_3       | fwd + dx + dw, [64,32,32,128] * [5,5,128,1], same, tf.nn.conv2d |
+| conv2d_1out_dcgan_shift_add | the same           | the same as `tfcore.conv2d.shift_add_conv2d` (matmul + shift-add) |
+| conv2d_1out_ae          | conv_ae last conv2d    | fwd + dx + dw, [128,28,28,16] * [3,3,16,1], same, tf.nn.conv2d |
+| conv2d_1out_ae_shift_add | the same              | the same as `tfcore.conv2d.shift_add_conv2d` |
+
+The `conv2d_1out_*` pairs show TensorFlow's slow CPU convolution with one output
+channel and the `Conv2D(algorithm='shift_add')` route that avoids it; their FLOPs
+are the convolution's (3x the forward), for both algorithms.
 
 Records: `kind` 'kernel' (or 'peak' for the matmul peak), `model` (the kernel name),
 `shape`, `mode`, `median_ms`, `min_ms`, `max_ms`, `samples_ms`, `steps`, `flops`
@@ -38,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from bench import harness
+from tfcore.conv2d import shift_add_conv2d
 
 KERNEL_MODES = ("eager", "graph", "xla")
 
@@ -48,6 +57,16 @@ def _randn(rng, *shape) -> tf.Tensor:
 
 def _conv_flops(y_shape, kh: int, kw: int, cin: int) -> int:
     return 2 * int(np.prod(y_shape)) * kh * kw * cin
+
+
+def _conv_fwd_bwd(conv: Callable) -> Callable:
+    """(x, w, dy) -> [dL/dx, dL/dw] for L = sum(conv(x, w) * dy): forward + both grads."""
+    def fn(x, w, dy):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            loss = tf.reduce_sum(conv(x, w) * dy)
+        return tape.gradient(loss, [x, w])
+    return fn
 
 
 def kernel_specs(rng=None) -> List[Tuple[str, str, Callable, Tuple, Optional[int]]]:
@@ -119,6 +138,17 @@ def kernel_specs(rng=None) -> List[Tuple[str, str, Callable, Tuple, Optional[int
                (xg, gamma, beta), None),
               ("batchnorm_fused", "dcgan G BN [64,16,16,128] fwd+bwd", bn_fused,
                (xg, gamma, beta), None)]
+    # One-output-channel convs (fwd + dx + dw): TF's conv kernel vs matmul + shift-add.
+    for name, (b, h, c, k), text in (
+            ("dcgan", (64, 32, 128, 5), "dcgan G conv2d_3 [64,32,32,128]*[5,5,128,1]"),
+            ("ae", (128, 28, 16, 3), "conv_ae last conv2d [128,28,28,16]*[3,3,16,1]")):
+        xs, ws, dys = _randn(rng, b, h, h, c), _randn(rng, k, k, c, 1), _randn(rng, b, h, h, 1)
+        f3 = 3 * _conv_flops([b, h, h, 1], k, k, c)
+        specs += [(f"conv2d_1out_{name}", f"{text} same fwd+bwd",
+                   _conv_fwd_bwd(lambda x, w: tf.nn.conv2d(x, w, 1, "SAME")), (xs, ws, dys), f3),
+                  (f"conv2d_1out_{name}_shift_add", f"{text} same fwd+bwd, shift_add",
+                   _conv_fwd_bwd(lambda x, w: shift_add_conv2d(x, w, "same")), (xs, ws, dys),
+                   f3)]
     return specs
 
 

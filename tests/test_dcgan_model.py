@@ -156,11 +156,17 @@ def check_parity(ours, theirs, x, cot):
         keras_t = [w for w in theirs.weights if w.trainable]
         g_ours = tape.gradient(l_ours, [x] + ours_t)
         g_keras = tape.gradient(l_keras, [x] + keras_t)
+        # A conv bias that feeds a training-mode BatchNorm has a true gradient of 0;
+        # both sides then hold float32 rounding noise on the scale of the largest
+        # gradients (tfcore's shift-add conv and Keras's conv round differently), so
+        # the absolute floor is 1e-5 of the largest gradient of the whole pass.
+        global_scale = max(float(np.max(np.abs(np.asarray(b)))) for b in g_keras)
         for a, b, name in zip(g_ours, g_keras, ["input"] + [w.path for w in keras_t]):
             b = np.asarray(b)
             gscale = max(float(np.max(np.abs(b))), 1e-3)
             np.testing.assert_allclose(a, b, rtol=GRAD_TOL["rtol"],
-                                       atol=GRAD_TOL["atol"] * gscale, err_msg=name)
+                                       atol=GRAD_TOL["atol"] * gscale
+                                       + 1e-5 * global_scale, err_msg=name)
 
 
 @pytest.mark.parametrize("upsampling,latent_dim", [("upsample", 30), ("transpose", None)])
