@@ -300,3 +300,62 @@ def test_callback_argument_errors():
     with pytest.raises(ValueError, match="no optimizer with a learning_rate"):
         loop.fit(step, (x, y), batch_size=8, objects={"model": model}, epochs=1,
                  callbacks=[callbacks.ReduceLROnPlateau()], progress=False)
+
+
+class _Contributor(callbacks.Callback):
+    """A user's callback adding its own keys: per epoch (on_epoch_end's logs) and to
+    the final record (on_train_end's logs); it also tries to overwrite 'step'."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        kernel = self.loop.objects["model"].kernel.numpy()
+        logs["classifier_score"] = float(np.abs(kernel).sum()) + epoch
+        logs["step"] = -1  # reserved: the loop's value wins
+
+    def on_train_end(self, logs=None):
+        logs["final_eval"] = 0.25 * int(self.loop.step.numpy())
+        logs["class_shares"] = [0.5, 0.5]
+
+
+def test_callback_keys_reach_metrics_json_and_survive_rewrites(tmp_path):
+    x, y, _, _, _ = _setup()
+    runs = {}
+    for name, extra in (("plain", []), ("contrib", [_Contributor()])):
+        tf.random.set_seed(5)  # the same initial weights in both runs
+        _, _, model, opt, step = _setup()
+        snaps = _Snapshots()
+        workdir = str(tmp_path / name)
+        kw = dict(eval_fn=lambda: {"loss": 1.0}, workdir=workdir)
+        hist = _fit(step, x, y, model, opt, [snaps] + extra, epochs=2, **kw)
+        # Resume for a third epoch: the rewrites keep the earlier epochs' keys.
+        _, _, model, opt, step = _setup()
+        hist = loop.fit(step, (x, y), batch_size=8,
+                        objects={"model": model, "optimizer": opt}, epochs=3,
+                        callbacks=[snaps] + extra, resume=True, progress=False,
+                        jit="off", **kw)
+        with open(os.path.join(workdir, "metrics.json")) as f:
+            runs[name] = (json.load(f), hist, snaps)
+    plain, contrib = runs["plain"][0], runs["contrib"][0]
+    hist, snaps = runs["contrib"][1:]
+    # Per epoch: in every epoch entry (epochs 0-1 written by the first run, then
+    # rewritten by the resumed one), in `history`, and in `final` (the last epoch).
+    weights = [w for w, _ in snaps.weights]  # epochs 0, 1, then 2 (resumed)
+    want = [float(np.abs(w).sum()) + e for e, w in enumerate(weights)]
+    assert [e["classifier_score"] for e in contrib["epochs"]] == pytest.approx(want)
+    assert contrib["history"]["classifier_score"] == pytest.approx(want)
+    assert contrib["final"]["classifier_score"] == pytest.approx(want[-1])
+    # At train end: only in `final` (and the History's final), not in the epochs.
+    assert contrib["final"]["final_eval"] == 0.25 * 15
+    assert contrib["final"]["class_shares"] == [0.5, 0.5]
+    assert hist.final == contrib["final"]
+    assert not any("final_eval" in e for e in contrib["epochs"])
+    assert "final_eval" not in contrib["history"]
+    # The loop's own keys and values are unchanged ('step' not overwritten).
+    assert [e["step"] for e in contrib["epochs"]] == [5, 10, 15]
+    assert contrib["step"] == 15 and contrib["status"] == "done"
+    assert set(contrib) == set(plain)
+    for e_plain, e_contrib in zip(plain["epochs"], contrib["epochs"]):
+        assert {k: v for k, v in e_contrib.items() if k != "classifier_score"} == e_plain
+    assert {k: v for k, v in contrib["final"].items()
+            if k not in ("classifier_score", "final_eval", "class_shares")} == \
+        plain["final"]
+    assert plain["final"] == plain["epochs"][-1]

@@ -340,3 +340,79 @@ def test_zip_data_steps_sources_together():
                 np.testing.assert_allclose(got[e][:2], chunk[:2], rtol=1e-12)
     with pytest.raises(ValueError, match="source 1 must have batch"):
         loop.ZipData(a, np.zeros(3))
+
+
+def _branchy_step(model, optimizer):
+    """A step with a Python `if` on a tensor: needs AutoGraph (a tf.cond)."""
+    def step(batch, seed):
+        x, y = batch
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        if tf.reduce_mean(y) > 0:  # AutoGraph makes this a tf.cond
+            branch = tf.constant(1.0)
+        else:
+            branch = tf.constant(-1.0)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return {"loss": loss, "branch": branch}
+    return step
+
+
+@pytest.mark.parametrize("spc", [1, 3])
+def test_autograph_off_rejects_python_control_flow_on_tensors(tmp_path, spc):
+    x, y = _problem(n=24)
+    # With AutoGraph (the default) the `if` works, per batch: check it against NumPy.
+    model, opt = _model_and_opt(opt="sgd")
+    rec = _Recorder()
+    loop.fit(_branchy_step(model, opt), (x, y), batch_size=4,
+             objects={"model": model, "o": opt}, epochs=1, jit="off", progress=False,
+             callbacks=[rec], seed=3)
+    from tfcore.data import batch_indices
+    want = [1.0 if y[idx].mean() > 0 else -1.0 for idx in batch_indices(24, 4, 3, 0)]
+    assert [logs["branch"] for _, logs in rec.batches] == want
+    assert 1.0 in want and -1.0 in want  # both branches taken
+    # Without it, the first trace fails with a ValueError naming the option; nothing
+    # was trained. (Multi-step mode traces before training starts: no metrics.json.)
+    model, opt = _model_and_opt(opt="sgd")
+    kernel = model.kernel.numpy().copy()
+    with pytest.raises(ValueError, match=r"autograph=True.*tf\.cond") as info:
+        loop.fit(_branchy_step(model, opt), (x, y), batch_size=4, objects={"m": model,
+                 "o": opt}, epochs=1, jit="off", progress=False, autograph=False,
+                 steps_per_call=spc, workdir=str(tmp_path))
+    assert isinstance(info.value.__cause__, tf.errors.OperatorNotAllowedInGraphError)
+    np.testing.assert_array_equal(model.kernel.numpy(), kernel)
+    if spc == 1:
+        with open(tmp_path / "metrics.json") as f:
+            assert json.load(f)["status"] == "failed"
+    else:
+        assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("spc", [1, 5])
+def test_autograph_off_gives_identical_results(spc):
+    x, y = _problem(n=60)
+    xv, yv = _problem(n=13, seed=1)
+    out = {}
+    for autograph in (True, False):
+        model, opt = _model_and_opt()
+
+        def metric_fn(batch):
+            bx, by = batch
+            return {"loss": tf.square(model(bx) - by)[:, 0]}
+
+        hist = loop.fit(_step_fn(model, opt, dropout=0.2), (x, y), batch_size=12,
+                        objects={"m": model, "o": opt}, epochs=2, jit="off",
+                        progress=False, steps_per_call=spc, autograph=autograph,
+                        eval_fn=loop.make_eval_fn(metric_fn, (xv, yv), 8, jit="off",
+                                                  autograph=autograph))
+        assert hist.loop.autograph is autograph
+        out[autograph] = (model.kernel.numpy(), model.bias.numpy(), hist.epochs)
+    for a, b in zip(out[True][:2], out[False][:2]):
+        np.testing.assert_array_equal(a, b)  # bitwise: the same graph ops
+    assert out[True][2] == out[False][2]
+    for bad in ("no", 1, None):
+        with pytest.raises(ValueError, match="autograph must be a bool"):
+            loop.Loop(_step_fn(*_model_and_opt()), (x, y), batch_size=12,
+                      objects={}, autograph=bad, progress=False)
+        with pytest.raises(ValueError, match="autograph must be a bool"):
+            loop.make_eval_fn(lambda b: {"v": b[0][:, 0]}, (xv, yv), 4, autograph=bad)

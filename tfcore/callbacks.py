@@ -12,7 +12,11 @@ steps done before the call, in `on_batch_end` the number done after it (so a
 checkpoint saved there is `ckpt-<step>`). `logs` are dicts of Python floats: the
 step's metrics in `on_batch_end` (the mean over the call in multi-step mode), the
 epoch's train means plus `val_*` metrics in `on_epoch_end` (a callback may add keys,
-e.g. `learning_rate`; they go to the History and metrics.json). `self.loop` is the
+e.g. `learning_rate` or a GAN's `classifier_score`: the loop records the dict after
+all callbacks ran, in the History and metrics.json's epoch entries, `history` and
+`final`), a copy of the last epoch's in `on_train_end` (keys added there go to
+metrics.json's `final` only). 'epoch' and 'step' are the loop's. Never write
+metrics.json from a callback: the loop rewrites it after every epoch. `self.loop` is the
 running `tfcore.loop.Loop` (its `objects`, `step`, `workdir`, `checkpointer`,
 `optimizers()`, `model_variables()`, `stop_training`, ...).
 
