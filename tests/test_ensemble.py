@@ -238,3 +238,18 @@ def test_member_errors(setup, tmp_path, capsys):
     assert ensemble.main(["ensemble", f"--members={m['not_a_model']}",
                           f"--data_dir={d}"]) == 2
     assert "is not a SavedModel" in capsys.readouterr().err
+
+
+def test_split_seed_read_from_split_seed_then_seed():
+    """Members trained with --seed=3 --split_seed=0 held out split 0; old runs without
+    a recorded split_seed drew their split with --seed."""
+    config = ensemble.EnsembleConfig(members=["a", "b"], method="weighted")
+    new = {"val_size": 100, "seed": 3, "split_seed": 0, "train_limit": 0}
+    mixed_seeds = {"a": new, "b": dict(new, seed=7)}
+    assert ensemble.resolve_split(config, mixed_seeds, log=lambda m: None) == (100, 0, 0)
+    old = {"val_size": 100, "seed": 3, "train_limit": 0}
+    assert ensemble.resolve_split(config, {"a": old, "b": old},
+                                  log=lambda m: None) == (100, 3, 0)
+    with pytest.raises(ValueError, match="split_seed"):
+        ensemble.resolve_split(config, {"a": new, "b": dict(new, split_seed=1)},
+                               log=lambda m: None)

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from tfcore.data import load_mnist
+from tfcore import callbacks as tfcallbacks
+from tfcore.data import load_mnist, mnist_images
 from train import vat
 from train import vat_table
 
@@ -123,7 +124,7 @@ def _flag_values():
     ("--power_iterations=-1", "--power_iterations"), ("--vat_weight=-0.5", "--vat_weight"),
     ("--labeled_batch_size=0", "--labeled_batch_size"), ("--batch_size=0", "--batch_size"),
     ("--optimizer=lbfgs", "--optimizer"), ("--val_size=-3", "--val_size"),
-    ("--preset=paper", "preset")])
+    ("--preset=paper", "preset"), ("--split_seed=-1", "--split_seed")])
 def test_bad_flags_rejected(arg, name):
     fv = _flag_values()
     with pytest.raises(flags.Error, match=name):
@@ -177,3 +178,65 @@ def test_table_markdown():
     assert "ratio 2.70x" in md and "60000 training images" in md
     assert vat_table._steady_seconds([30.0, 10.0, 12.0]) == pytest.approx(11.0)
     assert vat_table._steady_seconds([30.0]) == pytest.approx(30.0)
+
+
+def test_split_seed_fixes_the_split_and_seed_does_not(small_mnist):
+    y = np.asarray(small_mnist[0][1][:128])
+    n, val_size, num_labeled = 128, 28, 20
+
+    def split(seed, split_seed):
+        cfg = vat.VatConfig(val_size=val_size, num_labeled=num_labeled, seed=seed,
+                            split_seed=split_seed)
+        return vat.split_indices(y, cfg)
+
+    train, val, labeled = split(seed=0, split_seed=0)
+    # The documented draws: a PCG64(split_seed) permutation's first val_size, and a
+    # class-balanced subset of the rest (2 per class).
+    perm = np.random.Generator(np.random.PCG64(0)).permutation(n)
+    np.testing.assert_array_equal(val, np.sort(perm[:val_size]))
+    np.testing.assert_array_equal(train, np.sort(perm[val_size:]))
+    assert set(labeled) <= set(train) and len(labeled) == num_labeled
+    assert np.bincount(y[labeled], minlength=10).tolist() == [2] * 10
+    # --seed changes nothing of it; --split_seed changes both parts.
+    for other in (split(seed=7, split_seed=0), split(seed=-3, split_seed=0)):
+        for a, b in zip((train, val, labeled), other):
+            np.testing.assert_array_equal(a, b)
+    _, val1, labeled1 = split(seed=0, split_seed=1)
+    assert set(val1) != set(val) and set(labeled1) != set(labeled)
+    with pytest.raises(ValueError, match="--split_seed"):
+        vat.VatConfig(split_seed=-1).resolved()
+
+
+class _DataProbe(tfcallbacks.Callback):
+    """Keeps the images the run trains on (SemiSupervisedData's) at train begin."""
+
+    def on_train_begin(self, logs=None):
+        self.unlabeled = self.loop.data.x_u.numpy()
+        self.labeled = self.loop.data.x_l.numpy()
+
+
+def test_runs_with_other_seeds_hold_out_the_same_images(small_mnist):
+    runs, probes = {}, {}
+    for seed, split_seed in ((0, 0), (7, 0), (0, 1)):
+        cfg = vat.VatConfig(num_labeled=20, labeled_batch_size=8,
+                            unlabeled_batch_size=32, val_size=28, steps=1,
+                            train_limit=128, test_limit=32, eval_batch_size=64,
+                            seed=seed, split_seed=split_seed, progress=False, jit="off")
+        probes[seed, split_seed] = probe = _DataProbe()
+        runs[seed, split_seed] = vat.train_and_evaluate(cfg, None, data=small_mnist,
+                                                        callbacks=[probe])
+    x, y = small_mnist[0][0][:128], np.asarray(small_mnist[0][1][:128])
+    train, val, labeled = vat.split_indices(y, vat.VatConfig(val_size=28,
+                                                             num_labeled=20))
+    images = mnist_images(x)
+    for key in ((0, 0), (7, 0)):  # the images trained on: those of split_seed 0
+        np.testing.assert_array_equal(probes[key].unlabeled, images[train])
+        np.testing.assert_array_equal(probes[key].labeled, images[labeled])
+    assert not np.array_equal(probes[0, 1].labeled, images[labeled])
+    assert set(map(bytes, probes[0, 1].unlabeled)) != set(map(bytes, images[train]))
+    assert runs[0, 0]["split_digest"] == vat.split_digest(val, labeled)
+    assert runs[7, 0]["split_digest"] == runs[0, 0]["split_digest"]
+    assert runs[0, 1]["split_digest"] != runs[0, 0]["split_digest"]
+    assert runs[7, 0]["config"]["split_seed"] == 0 and runs[7, 0]["num_train"] == 100
+    # --seed still drives training: another data order and other random directions.
+    assert runs[7, 0]["history"]["loss"] != runs[0, 0]["history"]["loss"]

@@ -22,9 +22,10 @@ Methods, on member probabilities p_k [N, C]:
 
 Validation split: the held-out part of the training set that the members did not
 train on: `tfcore.data.train_val_split(x_train[:train_limit], y_train, val_size,
-split_seed)`, as `train.vat --val_size=N --seed=S` draws it. --val_size,
+split_seed)`, as `train.vat --val_size=N --split_seed=S` draws it. --val_size,
 --split_seed and --train_limit default to the values in the members' metrics.json
-`config` (val_size, seed, train_limit) when they all agree; members trained with
+`config` (val_size, split_seed -- or seed for runs made before --split_seed existed --,
+train_limit) when they all agree; members trained with
 different splits (or without one) are refused unless the flags are given explicitly
 (a warning then says the split may overlap their training data). The test set is
 never used to fit anything.
@@ -278,6 +279,14 @@ class EnsembleConfig:
     batch_size: int = 1000
 
 
+def _config_value(run_config: Mapping[str, Any], key: str):
+    """A member's recorded setting; runs from before train.vat had --split_seed drew
+    their split with --seed, so `split_seed` falls back to `seed` there."""
+    if key == "split_seed" and "split_seed" not in run_config:
+        return run_config.get("seed")
+    return run_config.get(key)
+
+
 def resolve_split(config: EnsembleConfig, run_configs: Mapping[str, Optional[dict]],
                   log=print) -> Tuple[int, int, int]:
     """(val_size, split_seed, train_limit): each from its flag when given, else the
@@ -290,10 +299,11 @@ def resolve_split(config: EnsembleConfig, run_configs: Mapping[str, Optional[dic
         value) and no explicit flag, or without a validation split.
     """
     resolved = {}
-    for flag, key in (("val_size", "val_size"), ("split_seed", "seed"),
+    for flag, key in (("val_size", "val_size"), ("split_seed", "split_seed"),
                       ("train_limit", "train_limit")):
         explicit = getattr(config, flag)
-        values = {p: (None if c is None else c.get(key)) for p, c in run_configs.items()}
+        values = {p: (None if c is None else _config_value(c, key))
+                  for p, c in run_configs.items()}
         known = [v for v in values.values() if v is not None]
         agree = len(known) == len(values) and len({repr(v) for v in known}) == 1
         detail = ", ".join(f"{p}: {v!r}" for p, v in values.items())
@@ -472,7 +482,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("val_size", None, "Validation images held out of the training "
                          "set (default: the members' val_size).", **d)
     flags.DEFINE_integer("split_seed", None, "Seed of the split (default: the members' "
-                         "seed).", **d)
+                         "split_seed).", **d)
     flags.DEFINE_integer("train_limit", None, "The members' --train_limit (default: "
                          "theirs).", **d)
     flags.DEFINE_integer("test_limit", 0, "Evaluate on the first N test images (0: "
