@@ -137,7 +137,10 @@ def _finished(workdir: str, config: ae_binary.Config) -> Optional[dict]:
     with open(path) as f:
         metrics = json.load(f)
     stored, wanted = metrics.get("config") or {}, dataclasses.asdict(config.resolved())
-    same = bool(stored) and all(stored[k] == wanted[k] for k in stored.keys() & wanted.keys())
+    keys = stored.keys() & wanted.keys()
+    if wanted.get("lr_schedule") != "wsd":
+        keys -= {"decay_fraction"}  # only the wsd schedule reads it
+    same = bool(stored) and all(stored[k] == wanted[k] for k in keys)
     if metrics.get("status") == "done" and "test_bce" in metrics and same:
         return metrics
     return None
@@ -162,7 +165,7 @@ def run_config(name: str, overrides: Dict[str, Any], workdir: str, base: Dict[st
 def _schedule_text(cfg: dict) -> str:
     text = f"{cfg['optimizer']} {cfg['learning_rate']:g} {cfg['lr_schedule']}"
     if cfg["lr_schedule"] == "wsd":
-        text += f" (decay over the last {cfg.get('decay_fraction', 0.2):.0%})"
+        text += f" (decay over the last {cfg.get('decay_fraction', 0.3):.0%})"
     if cfg.get("warmup_steps"):
         text += f" (warm-up {cfg['warmup_steps']})"
     return text
