@@ -122,3 +122,16 @@ def test_ae_table_helpers():
         fv(["ae_table", "--configs=dense,bogus"])
     with pytest.raises(flags.Error, match="--search_candidates"):
         fv(["ae_table", "--search_candidates=cosine:0.01"])
+
+
+def test_ae_table_never_deletes_a_finished_run_with_other_settings(tmp_path):
+    """A finished run whose settings differ is refused (not wiped) unless --rerun."""
+    workdir = tmp_path / "conv_transpose"
+    (workdir / "checkpoints").mkdir(parents=True)
+    record = {"status": "done", "test_bce": 0.1, "config": {"steps": 5}}
+    (workdir / "metrics.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="finished run with other settings.*--rerun"):
+        ae_table.run_config("conv_transpose", ae_table.CONFIGS["conv_transpose"],
+                            str(workdir), dict(steps=7, batch_size=8))
+    assert json.loads((workdir / "metrics.json").read_text()) == record
+    assert (workdir / "checkpoints").is_dir()

@@ -156,8 +156,18 @@ def run_config(name: str, overrides: Dict[str, Any], workdir: str, base: Dict[st
             log.info("%s: reusing the finished run in %s", name, workdir)
             return done
     if os.path.isdir(os.path.join(workdir, "checkpoints")):
+        path = os.path.join(workdir, "metrics.json")
+        finished = False
+        if os.path.exists(path):
+            with open(path) as f:
+                finished = json.load(f).get("status") == "done"
+        if finished and not rerun:
+            # Never delete a finished run silently: its settings differ from these.
+            raise ValueError(f"{workdir} holds a finished run with other settings than "
+                             f"{name}'s; pass --rerun to replace it, or use another "
+                             f"--workdir")
         import shutil  # pylint: disable=import-outside-toplevel
-        shutil.rmtree(workdir)  # a stale or unfinished run: start over
+        shutil.rmtree(workdir)  # an unfinished run (or --rerun): start over
     log.info("%s: training %s", name, config)
     return ae_binary.train_and_evaluate(config, workdir)
 
