@@ -220,8 +220,10 @@ class DCGAN(keras.Model):
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.g_optimizer.build(self.generator.trainable_variables)
 
-    def call(self, z, training=False):
-        return self.generator(z, training=training)
+    def call(self, images, training=False):
+        """D's logits on images: `train_on_batch(images)` builds the model by calling it
+        on its data (real images), so `call` must take images; G is `self.generator`."""
+        return self.discriminator(images, training=training)
 
     def train_step(self, data):
         real = data[0]
