@@ -17,10 +17,9 @@ each mode, and the Keras 3 equivalent (`bench.keras_models`) beside it:
 | `keras_xla`   | the same with `jit_compile=True`                                       |
 
 The tfcore modes read their batches from a `tfcore.data.DeviceDataset` of synthetic
-data with the real shapes (MNIST 28x28x1, DCGAN 32x32x1), as training does (through
-`_Batches`, which gathers the batch indices with `tf.gather`: `DeviceDataset.gather`'s
-`tf.slice` makes XLA recompile the step on every call, see `_Batches`); the
-Keras modes call `train_on_batch` on one batch already on the device. All modes of a
+data with the real shapes (MNIST 28x28x1, DCGAN 32x32x1), as training does, one epoch
+long enough for all rounds; the Keras modes call `train_on_batch` on one batch
+already on the device. All modes of a
 model (plus a matmul that measures the machine's peak under the same load) are timed
 in interleaved rounds after a warm-up (`bench.harness`).
 
@@ -221,37 +220,6 @@ DEFAULT_MODELS = tuple(m for m in MODELS if m not in ("residual", "multi_output"
 VAT_PAIRS = (("vat_cnn_vat", "vat_cnn"), ("vat_cnn_vat_dropout", "vat_cnn_dropout"))
 
 
-class _Batches:
-    """A `tfcore.data.DeviceDataset` whose `gather` takes the batch's indices with
-    `tf.gather(permutation, start + range(batch))` instead of `tf.slice`.
-
-    Same batches. Why: under XLA, `tf.slice`'s `begin` is a compile-time-constant
-    input, so a `begin` computed from the loop's step variable makes XLA recompile the
-    whole train step on EVERY call (measured: 0.6 s per call for a toy step, 4.5 s per
-    step for the dense AE, vs 2 ms). `tf.gather` takes a runtime index. Used for every
-    mode (the graph-mode batches are identical); remove once `DeviceDataset.gather`
-    (tfcore/data/pipeline.py) no longer uses `tf.slice`.
-    """
-
-    def __init__(self, dataset):
-        self._ds = dataset
-        self.num_examples = dataset.num_examples
-        self.batch_size = dataset.batch_size
-        self.steps_per_epoch = dataset.steps_per_epoch
-
-    def permutation(self, epoch):
-        return self._ds.permutation(epoch)
-
-    def gather(self, permutation, step):
-        start = tf.cast(step, tf.int32) * self.batch_size
-        idx = tf.gather(permutation, start + tf.range(self.batch_size, dtype=tf.int32))
-        flat = [tf.gather(t, idx) for t in tf.nest.flatten(self._ds.tensors)]
-        return tf.nest.pack_sequence_as(self._ds.tensors, flat)
-
-    def batch(self, epoch, step):
-        return self.gather(self.permutation(epoch), step)
-
-
 # -- runners ---------------------------------------------------------------------------
 def _loop(setup: TfcoreSetup, data, jit: bool, steps_per_call: int = 1):
     from tfcore import loop as loop_lib
@@ -324,8 +292,11 @@ def bench_model(name: str, modes: Sequence[str], batch_size: int, steps: int,
     spec = MODELS[name]
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    setup = spec.build(batch_size * steps, rng)
-    data = _Batches(DeviceDataset(setup.arrays, batch_size, seed=seed))
+    # Enough examples that one epoch spans the warm-up and every timed round: a
+    # training epoch runs hundreds of steps, so the per-epoch work (the permutation)
+    # must not land in every round as it would with a one-round epoch.
+    setup = spec.build(batch_size * steps * (rounds + warmup + 2), rng)
+    data = DeviceDataset(setup.arrays, batch_size, seed=seed)
     example = data.batch(0, 0)
     count = flops_lib.count_flops(setup.step_fn, example, tf.constant([seed, 0], tf.int64))
     runners: Dict[str, harness.Runner] = {}
@@ -353,8 +324,8 @@ def bench_model(name: str, modes: Sequence[str], batch_size: int, steps: int,
     peak_run, peak_flops = matmul_runner(peak_size)
     runners["matmul_peak"] = peak_run
     steps_for["matmul_peak"] = max(1, min(steps, 3))
-    # The loop mode runs a whole round per call (its epochs are one round long): warm
-    # it up with one round, so its calls stay aligned with the epochs.
+    # The loop mode runs a whole round per call: warm it up with one round (its trace),
+    # so its calls stay aligned with the rounds.
     warmup_for = {"loop": steps} if "loop" in runners else {}
     log(f"[{name}] built in {time.perf_counter() - t0:.1f}s; "
         f"{count.flops / 1e9:.3f} GFLOP/step ({count.source}); timing "
