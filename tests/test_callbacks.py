@@ -359,3 +359,70 @@ def test_callback_keys_reach_metrics_json_and_survive_rewrites(tmp_path):
             if k not in ("classifier_score", "final_eval", "class_shares")} == \
         plain["final"]
     assert plain["final"] == plain["epochs"][-1]
+
+
+class _FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _Tick(callbacks.Callback):
+    """Advances the fake clock before every step: 1 s a step, plus `extra[step]`
+    (e.g. the first step's tracing)."""
+
+    def __init__(self, clock, extra=None):
+        self.clock, self.extra = clock, extra or {}
+
+    def on_batch_begin(self, step, logs=None):
+        self.clock.now += 1.0 + self.extra.get(step, 0.0)
+
+
+class _SlowEpochEnd(callbacks.Callback):
+    """Work at the epoch end (after the timer's hook), e.g. pictures: 50 s."""
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.clock.now += 50.0
+
+
+def test_epoch_timer_times_training_only_and_skips_the_first_epoch():
+    x, y, model, opt, step = _setup()  # 40 examples, batch 8: 5 steps per epoch
+    clock = _FakeClock()
+    timer = callbacks.EpochTimer(clock=clock)
+    assert timer.steady_steps_per_second() is None
+
+    def eval_fn():  # evaluation costs 100 s of the fake clock: excluded
+        clock.now += 100.0
+        return {"loss": 1.0}
+
+    hist = _fit(step, x, y, model, opt,
+                [timer, _Tick(clock, extra={0: 2.0}), _SlowEpochEnd(clock)], epochs=3,
+                eval_fn=eval_fn)
+    # The first step "traces" for 2 s more; eval and epoch-end work are not counted.
+    assert timer.seconds == [7.0, 5.0, 5.0] and timer.steps == [5, 5, 5]
+    assert [e["epoch_seconds"] for e in hist.epochs] == [7.0, 5.0, 5.0]
+    assert hist.history["epoch_seconds"] == [7.0, 5.0, 5.0]
+    # Steady state: the epochs after the first (10 steps in 10 s), not 15 / 17.
+    assert timer.steady_steps_per_second() == pytest.approx(1.0)
+
+    # One epoch only: its rate, tracing included; a partial last epoch counts its steps.
+    x, y, model, opt, step = _setup()
+    one = callbacks.EpochTimer(clock=clock)
+    _fit(step, x, y, model, opt, [one, _Tick(clock, extra={0: 2.0})], epochs=1)
+    assert one.seconds == [7.0] and one.steady_steps_per_second() == pytest.approx(5 / 7)
+    x, y, model, opt, step = _setup()
+    part = callbacks.EpochTimer(clock=clock)
+    loop.fit(step, (x, y), batch_size=8, objects={"model": model, "optimizer": opt},
+             steps=7, callbacks=[part, _Tick(clock, extra={0: 2.0, 5: 1.0})],
+             progress=False, jit="off")
+    assert part.steps == [5, 2] and part.seconds == [7.0, 3.0]
+    assert part.steady_steps_per_second() == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="clock must be callable"):
+        callbacks.EpochTimer(clock=3.0)

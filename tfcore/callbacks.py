@@ -35,6 +35,9 @@ Built in:
   for a fixed validation sample each epoch as `workdir/activations/epoch_NNNN.npz`.
 * `ProgressLogger`: a live progress line on a terminal (epoch, step, steps/s, ETA,
   metrics), one plain log line every `log_every` steps otherwise.
+* `EpochTimer`: `epoch_seconds` in each epoch's logs (training only: evaluation,
+  checkpoints and pictures at the epoch end excluded) and `steady_steps_per_second()`,
+  the rate the binaries write to metrics.json as `steps_per_second`.
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, IO, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, IO, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -655,3 +658,55 @@ class ProgressLogger(Callback):
             self._out().write("\n")
             self._width = 0
         print(text, file=self._out(), flush=True)
+
+
+class EpochTimer(Callback):
+    """Times the training part of every epoch.
+
+    An epoch's time runs from `on_epoch_begin` to its last `on_batch_end`, so what
+    the loop and the callbacks do at the epoch end (`eval_fn`, checkpoints, pictures,
+    summaries) is excluded; what runs between steps (other callbacks' batch hooks,
+    e.g. TensorBoard scalars every N steps) is included. Put the timer first in the
+    callback list so its hooks run before the others'.
+
+    Adds `epoch_seconds` to each epoch's logs (so it reaches the History and
+    metrics.json, also across resumes). `seconds` / `steps` list this process's
+    epochs (a resumed run's first epoch may be partial).
+
+    Args:
+      clock: the timer in seconds (default `time.perf_counter`; tests pass a fake).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        if not callable(clock):
+            raise ValueError(f"clock must be callable, got {clock!r}")
+        self.clock = clock
+        self.seconds: List[float] = []
+        self.steps: List[int] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = self.clock()
+        self._s0 = int(self.loop.step.numpy())
+        self._t1, self._s1 = self._t0, self._s0
+
+    def on_batch_end(self, step, logs=None):
+        self._t1, self._s1 = self.clock(), int(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = self._t1 - self._t0
+        self.seconds.append(seconds)
+        self.steps.append(self._s1 - self._s0)
+        if logs is not None:
+            logs["epoch_seconds"] = seconds
+
+    def steady_steps_per_second(self) -> Optional[float]:
+        """Steps per second over this process's epochs after the first (the first
+        traces and compiles the step), or over the only epoch when there is one.
+        None before any timed epoch (or when their time is 0)."""
+        pairs = list(zip(self.seconds, self.steps))
+        if len(pairs) > 1:
+            pairs = pairs[1:]
+        seconds = sum(s for s, _ in pairs)
+        if seconds <= 0:
+            return None
+        return sum(n for _, n in pairs) / seconds

@@ -55,7 +55,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -316,31 +316,7 @@ def split_digest(val_idx: np.ndarray, labeled_idx: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-# -- timing and test monitoring -----------------------------------------------------
-
-class EpochTimer(tfcallbacks.Callback):
-    """Adds `epoch_seconds` to each epoch's logs: the training time of the epoch, from
-    on_epoch_begin to its last batch end (evaluation and checkpointing at the epoch end
-    excluded). `seconds` / `steps` list this process's epochs."""
-
-    def __init__(self):
-        self.seconds: List[float] = []
-        self.steps: List[int] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
-        self._s0 = int(self.loop.step.numpy())
-        self._t1, self._s1 = self._t0, self._s0
-
-    def on_batch_end(self, step, logs=None):
-        self._t1, self._s1 = time.perf_counter(), int(step)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(self._t1 - self._t0)
-        self.steps.append(self._s1 - self._s0)
-        if logs is not None:
-            logs["epoch_seconds"] = self._t1 - self._t0
-
+# -- test monitoring ----------------------------------------------------------------
 
 class TestMonitor(tfcallbacks.Callback):
     """Adds `test_loss` / `test_accuracy` to each epoch's logs (for reports only)."""
@@ -416,7 +392,7 @@ def train_and_evaluate(config: VatConfig, workdir: Optional[str], *, data=None,
                                 min(config.eval_batch_size, len(x_test)), jit=config.jit,
                                 autograph=False)
 
-    timer = EpochTimer()
+    timer = tfcallbacks.EpochTimer()  # first, so its batch hook runs before the others'
     cbs = [timer] + ([TestMonitor(test_fn)] if config.test_each_epoch else [])
 
     start = time.perf_counter()
@@ -431,11 +407,7 @@ def train_and_evaluate(config: VatConfig, workdir: Optional[str], *, data=None,
 
     # Per-epoch times, those of a run resumed here included (the History keeps them).
     epoch_seconds = [e.get("epoch_seconds") for e in history.epochs]
-    steady = list(zip(timer.seconds, timer.steps))
-    if len(steady) > 1:
-        steady = steady[1:]  # the first epoch of a process includes compilation
-    steady_s = sum(s for s, _ in steady)
-    steps_per_second = sum(n for _, n in steady) / steady_s if steady_s > 0 else None
+    steps_per_second = timer.steady_steps_per_second()
 
     metrics = history.to_json()
     metrics.update({
