@@ -29,6 +29,13 @@ def test_end_to_end_conv_denoising(tmp_path, mnist_dir):
     for key in ("test_bce", "test_mse", "history", "epochs", "seconds", "config"):
         assert key in on_disk, key
     assert on_disk["status"] == "done" and on_disk["steps"] == 6
+    # Timing: two epochs (4 steps, then 2); the rate is the second one's (the first
+    # traces the step).
+    assert on_disk["steps_per_epoch"] == 4
+    assert len(on_disk["epoch_seconds"]) == 2
+    assert all(isinstance(s, float) and s > 0 for s in on_disk["epoch_seconds"])
+    assert isinstance(on_disk["steps_per_second"], float)
+    assert on_disk["steps_per_second"] == pytest.approx(2 / on_disk["epoch_seconds"][1])
     assert on_disk["eval_set"] == "test"
     hist = on_disk["history"]
     assert len(hist["loss"]) == len(hist["val_bce"]) == len(hist["val_mse"]) == 2

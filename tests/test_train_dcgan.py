@@ -67,6 +67,11 @@ def test_end_to_end_outputs(run):
     workdir, metrics = run
     on_disk = json.load(open(os.path.join(workdir, "metrics.json")))
     assert on_disk["status"] == "done" and on_disk["step"] == 4
+    # Timing: two 2-step periods; the rate is the second one's (the first traces).
+    assert len(on_disk["epoch_seconds"]) == 2
+    assert all(isinstance(s, float) and s > 0 for s in on_disk["epoch_seconds"])
+    assert isinstance(on_disk["steps_per_second"], float)
+    assert on_disk["steps_per_second"] == pytest.approx(2 / on_disk["epoch_seconds"][1])
     for m in (metrics, on_disk):
         for key in KEYS:
             assert np.isfinite(m[key]), key

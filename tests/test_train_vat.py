@@ -40,6 +40,7 @@ def test_end_to_end_then_resume(tmp_path, small_mnist):
     assert 0.0 <= m1["test_accuracy"] <= 1.0 and np.isfinite(m1["test_loss"])
     assert m1["test_loss"] > 0 and m1["steps_per_second"] > 0
     assert len(m1["epoch_seconds"]) == 1 and m1["epoch_seconds"][0] > 0
+    assert on_disk["steps_per_second"] == pytest.approx(4 / on_disk["epoch_seconds"][0])
     assert m1["config"]["xi"] == 10.0 and m1["config"]["optimizer"] == "adadelta"
     assert m1["num_train"] == 128 and m1["num_test"] == 128
     assert "vat" in m1["history"] and "ce" in m1["history"]
@@ -59,6 +60,12 @@ def test_end_to_end_then_resume(tmp_path, small_mnist):
     assert m2["history"]["loss"][0] == pytest.approx(m1["history"]["loss"][0])
     assert len(m2["epoch_seconds"]) == 2
     assert m2["epoch_seconds"][0] == pytest.approx(m1["epoch_seconds"][0])
+    # This process timed one epoch (the resumed one): the rate is its 4 steps' rate.
+    on_disk = json.load(open(os.path.join(workdir, "metrics.json")))
+    for m in (m2, on_disk):
+        assert all(isinstance(s, float) and s > 0 for s in m["epoch_seconds"])
+        assert isinstance(m["steps_per_second"], float)
+        assert m["steps_per_second"] == pytest.approx(4 / m["epoch_seconds"][1])
     loaded = tf.saved_model.load(os.path.join(workdir, "saved_model"))
     images = (small_mnist[1][0][:3, ..., None] / 255.0).astype(np.float32)
     probs = loaded.signatures["serving_default"](images=tf.constant(images))["probabilities"]

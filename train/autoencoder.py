@@ -12,7 +12,11 @@ Writes into --workdir:
   logits), `mse`, and `val_bce` / `val_mse` on the per-epoch evaluation set: the
   test set, or with --val_size=N a validation split of N training images) plus
   `test_bce` and `test_mse` (per pixel, on the 10,000 test images, noisy inputs and
-  clean targets when denoising), `eval_set`, `seconds`, `steps`, `config`.
+  clean targets when denoising), `eval_set`, `seconds`, `steps`, `config`,
+  `epoch_seconds` (the training time of each epoch, the per-epoch evaluation and
+  pictures excluded; the first epoch includes tracing), `steps_per_second` (the
+  steady state: this process's epochs after the first, or all when there is one;
+  `tfcore.callbacks.EpochTimer`), `steps_per_epoch`.
 * `reconstructions.png`: a grid, one column per test digit: the digits, their noisy
   versions (when denoising), their reconstructions; the same picture is written to
   TensorBoard (`train/`, tag `reconstructions`) every epoch.
@@ -273,7 +277,8 @@ def train_and_evaluate(config: Config, workdir: str, strategy=None) -> Dict[str,
         rows.append(model(tf.convert_to_tensor(show_noisy), training=False).numpy())
         return image_grid.image_grid(np.concatenate(rows), rows=len(rows), cols=n)
 
-    cbs = []
+    timer = callbacks.EpochTimer()  # first, so its batch hook runs before the others'
+    cbs = [timer]
     if c.tensorboard:
         cbs.append(callbacks.TensorBoard(
             log_every=100, images=lambda: {"reconstructions": picture()[None]},
@@ -298,6 +303,9 @@ def train_and_evaluate(config: Config, workdir: str, strategy=None) -> Dict[str,
     metrics.update({
         "test_bce": test["bce"], "test_mse": test["mse"], "eval_set": eval_set,
         "seconds": seconds, "steps": int(history.loop.step.numpy()),
+        "epoch_seconds": [e.get("epoch_seconds") for e in history.epochs],
+        "steps_per_second": timer.steady_steps_per_second(),
+        "steps_per_epoch": spe,
         "num_params": model.count_params(),
         "num_variables": len(model.trainable_variables),
         "reconstructions": os.path.basename(png),

@@ -46,7 +46,10 @@ checkpoints happen at its end. Written into --workdir:
   metrics every --log_every steps; also streamed to `steps.jsonl`), the final
   measurement on --final_eval_samples samples (`classifier_score`, `frechet_distance`,
   `classes_covered`, `class_shares`, `real_classifier_score`, `real_frechet_distance`),
-  `seconds`, `config`.
+  `seconds`, `config`, `epoch_seconds` (the training time of each epoch, its
+  validation, pictures and checkpoint excluded; the first epoch includes tracing) and
+  `steps_per_second` (the steady state: this process's epochs after the first, or all
+  when there is one; `tfcore.callbacks.EpochTimer`).
 * TensorBoard logs (train/: step metrics every --log_every steps and epoch means;
   eval/: the validation), checkpoints (checkpoints/, and best/ by val Frechet distance),
   `config.json` (to rebuild the generator: `train.gan_eval --generator=<workdir>`),
@@ -491,7 +494,8 @@ def train_and_evaluate(config: DCGANConfig, workdir: str, *, mnist=None,
 
     pictures = SamplePictures(workdir, grid_fn, interpolation_fn)
     recorder = StepRecorder(os.path.join(workdir, STEPS_FILE), c.log_every)
-    cbs: List[Any] = [pictures, recorder]
+    timer = tfcb.EpochTimer()  # first, so its batch hook runs before the others'
+    cbs: List[Any] = [timer, pictures, recorder]
     if c.tensorboard:
         cbs.append(tfcb.TensorBoard(
             log_every=c.log_every, histograms=False, graph=False, max_images=1,
@@ -522,6 +526,8 @@ def train_and_evaluate(config: DCGANConfig, workdir: str, *, mnist=None,
     metrics.update({
         "steps": recorder.records,
         "seconds": seconds,
+        "epoch_seconds": [e.get("epoch_seconds") for e in history.epochs],
+        "steps_per_second": timer.steady_steps_per_second(),
         "global_step": int(history.loop.step.numpy()),
         "steps_per_epoch": source.steps_per_epoch,
         "num_train": len(train),
@@ -674,7 +680,7 @@ def config_from_flags(flag_values: flags.FlagValues = FLAGS) -> DCGANConfig:
 def summary_line(metrics: Dict[str, Any]) -> str:
     keys = ("classifier_score", "frechet_distance", "classes_covered",
             "real_classifier_score", "real_frechet_distance", "global_step", "seconds",
-            "status")
+            "steps_per_second", "status")
     return json.dumps({k: metrics.get(k) for k in keys})
 
 
