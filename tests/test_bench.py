@@ -1,7 +1,8 @@
 """Tests for bench/: the interleaved timing harness, the FLOP counter against hand
-counts (the VAT CNN's train step, a padded strided conv), and a smoke run of the
+counts (the VAT CNN's train step, a padded strided conv), a smoke run of the
 whole bench (two models, two modes, a few steps) checking the JSON records and the
-markdown report."""
+markdown report, and a smoke run of bench.epoch_check (bench vs train.autoencoder)."""
+import dataclasses
 import json
 import math
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bench import flops, harness, run
+from bench import epoch_check, flops, harness, run
 
 
 # -- harness ---------------------------------------------------------------------------
@@ -118,3 +119,54 @@ def test_bench_rejects_unknown_names_and_skips_missing_gpu():
     messages = []
     assert run.run_bench(models=["vat_cnn"], device="gpu", log=messages.append) is None
     assert "no GPU" in messages[0]
+
+
+# -- bench vs the binaries' epoch times ------------------------------------------------
+def test_epoch_check_smoke_dense_ae(tmp_path, mnist_dir):
+    """Bench, train.autoencoder (2 epochs of 5 steps on real MNIST), bench again: the
+    record's fields and arithmetic, the JSON and the table."""
+    out = str(tmp_path / "epoch_check.json")
+    records = epoch_check.run_check(["dense_ae"], steps_per_epoch=5, epochs=2,
+                                    data_dir=mnist_dir, partial_out=out, bench_steps=2,
+                                    bench_rounds=2, model_budget_s=None,
+                                    log=lambda s: None)
+    md = run.write(records, out, epoch_check.markdown(records, "test"))
+    (r,) = json.loads(open(out).read())
+    assert {"model", "mode", "bench_ms", "binary_ms", "ratio", "within_15pct"} <= set(r)
+    assert (r["model"], r["binary"], r["batch_size"]) == ("dense_ae", "train.autoencoder",
+                                                          run.MODELS["dense_ae"].batch_size)
+    assert r["mode"] == ("xla" if tf.config.list_physical_devices("GPU") else "graph")
+    assert r["bench_ms_before"] > 0 and r["bench_ms_after"] > 0 and r["binary_ms"] > 0
+    assert r["bench_ms"] == pytest.approx((r["bench_ms_before"] + r["bench_ms_after"]) / 2)
+    assert r["binary_ms"] == pytest.approx(1000.0 / r["steps_per_second"])
+    assert r["ratio"] == pytest.approx(r["binary_ms"] / r["bench_ms"], rel=1e-12)
+    assert r["within_15pct"] == (abs(r["ratio"] - 1.0) <= 0.15)
+    # The binary ran 2 epochs of 5 steps; its rate is the second epoch's.
+    assert len(r["epoch_seconds"]) == 2 and r["steps_per_epoch"] == 5
+    assert r["steps_per_second"] == pytest.approx(5 / r["epoch_seconds"][1])
+    assert r["config_matches"] is True and r["notes"] == []
+    row = [line for line in open(md).read().splitlines() if line.startswith("| dense_ae")]
+    assert row and f"{r['ratio']:.3f}" in row[0]
+    assert row[0].split("|")[6].strip() == ("yes" if r["within_15pct"] else "NO")
+    with pytest.raises(ValueError, match="epochs must be an integer >= 2"):
+        epoch_check.check_model("dense_ae", 5, 1)
+    with pytest.raises(ValueError, match=r"unknown models \['vat'\]"):
+        epoch_check.run_check(["vat"])
+
+
+def test_epoch_check_reports_a_config_that_differs_from_the_bench():
+    """The conv AE binary at its own default (Adam 1e-2, wsd schedule) is not the
+    bench's model (Adam 1e-3, constant): the check says how."""
+    import tfcore
+    from models import autoencoder
+    r = epoch_check.binary_run("conv_ae", 5, 2, 128)
+    params = autoencoder.make_model("conv", decoder="transpose").count_params()
+    assert epoch_check.config_differences("conv_ae", r, {"num_params": params}) == []
+    default = dataclasses.replace(
+        r, optimizers=lambda: {"optimizer": tfcore.Adam(learning_rate=1e-2)},
+        step_settings={**r.step_settings, "learning_rate_fn": ("wsd (warm-up 200)", None)})
+    diffs = epoch_check.config_differences("conv_ae", default, {"num_params": params + 1})
+    assert len(diffs) == 3
+    assert diffs[0].startswith("optimizer.learning_rate 0.0099")
+    assert diffs[1] == f"{params + 1} parameters vs bench {params}"
+    assert diffs[2] == "learning_rate_fn 'wsd (warm-up 200)' vs bench None"
