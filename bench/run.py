@@ -36,6 +36,10 @@ records (`kind` 'kernel' or 'peak') come from `bench.kernels`.
 
 `--device=gpu` places everything on '/GPU:0' (and prints a message and exits 0 when
 no GPU is visible); `--device=cpu` on '/CPU:0'.
+
+`python -m bench.epoch_check` compares these step times with the seconds per epoch
+the training binaries report (their steady-state `steps_per_second`, evaluation and
+the first, tracing epoch excluded): see its docstring.
 """
 from __future__ import annotations
 
