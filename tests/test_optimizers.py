@@ -84,11 +84,15 @@ SETTINGS = [
 ]
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("cls_name,kwargs", SETTINGS,
                          ids=[f"{c}-{'-'.join(k)}" for c, k in SETTINGS])
-def test_parity_with_keras(cls_name, kwargs):
+def test_parity_with_keras(cls_name, kwargs, fused):
+    if cls_name == "RMSprop" and fused:
+        pytest.skip("RMSprop has no fused kernel (no `fused` argument)")
     ours_vars, keras_vars = _tf_vars(), _keras_vars()
-    ours = getattr(optimizers, cls_name)(**kwargs)
+    ours = getattr(optimizers, cls_name)(**({"fused": fused} if cls_name != "RMSprop"
+                                            else {}), **kwargs)
     theirs = getattr(keras.optimizers, cls_name)(**kwargs)
     ours.build(ours_vars)
     theirs.build(keras_vars)
@@ -110,7 +114,11 @@ def test_parity_with_keras(cls_name, kwargs):
 # --- defaults and validation --------------------------------------------------------
 @pytest.mark.parametrize("name", ["SGD", "Adam", "Adadelta", "RMSprop"])
 def test_constructor_defaults_match_keras(name):
-    ours = inspect.signature(getattr(optimizers, name)).parameters
+    # `fused` (TensorFlow's fused training ops) is tfcore's own, last argument.
+    params = inspect.signature(getattr(optimizers, name)).parameters
+    if name != "RMSprop":
+        assert list(params)[-1] == "fused" and params["fused"].default is True
+    ours = {a: p for a, p in params.items() if a != "fused"}
     theirs = inspect.signature(getattr(keras.optimizers, name)).parameters
     for arg, p in ours.items():
         assert arg in theirs, arg
@@ -264,6 +272,40 @@ def test_xla_and_lazy_build_match_eager(cls, kwargs):
     for other in results[1:]:
         for a, b in zip(other, results[0]):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+FUSED_OPS = {"SGD": "ResourceApplyGradientDescent", "Adam": "ResourceApplyAdam",
+             "Adadelta": "ResourceApplyAdadelta"}
+
+
+@pytest.mark.parametrize("cls_name,kwargs", [
+    s for s in SETTINGS if s[0] != "RMSprop"], ids=lambda v: str(v))
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_fused_kernels_match_the_pure_update(cls_name, kwargs, jit):
+    """The fused training op is really used, and 40 compiled steps with it end where
+    the pure-function path ends (graph mode and XLA)."""
+    runs = {}
+    for fused in (True, False):
+        variables, opt = _tf_vars(), getattr(optimizers, cls_name)(fused=fused, **kwargs)
+        opt.build(variables)
+        _run(opt, variables, 40, jit=jit)
+        runs[fused] = [v.numpy() for v in variables + list(opt.variables[2:])]
+        graph = tf.function(lambda: opt.apply_gradients(
+            zip([tf.zeros_like(v) for v in variables], variables))
+        ).get_concrete_function().graph
+        op_types = {op.type for op in graph.get_operations()}
+        expected = ("ResourceApplyKerasMomentum" if kwargs.get("momentum")
+                    else FUSED_OPS[cls_name])
+        # AMSGrad has no XLA kernel, so it always takes the pure-function path.
+        uses_kernel = fused and not kwargs.get("amsgrad")
+        assert (expected in op_types) == uses_kernel, (fused, sorted(op_types))
+    for i, (a, b) in enumerate(zip(runs[True], runs[False])):
+        _assert_close(a, b, f"variable/slot {i}")  # the Keras parity tolerance
+
+
+def test_rmsprop_has_no_fused_kernel_and_says_so():
+    assert RMSprop().fused is False and RMSprop().get_config()["fused"] is False
+    assert Adam().get_config()["fused"] is True
 
 
 @pytest.mark.parametrize("jit", [False, True])

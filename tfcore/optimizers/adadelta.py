@@ -45,14 +45,17 @@ class Adadelta(Optimizer):
         original Adadelta).
       rho: decay rate in [0, 1], default 0.95.
       epsilon: float >= 0, default 1e-7.
-      clipnorm, global_clipnorm, name: see `Optimizer`.
+      clipnorm, global_clipnorm, name, fused: see `Optimizer` (fused:
+        `ResourceApplyAdadelta`, the same formula).
     """
 
     def __init__(self, learning_rate: float = 0.001, rho: float = 0.95,
                  epsilon: float = 1e-7, clipnorm: Optional[float] = None,
-                 global_clipnorm: Optional[float] = None, name: Optional[str] = None):
+                 global_clipnorm: Optional[float] = None, name: Optional[str] = None,
+                 fused: bool = True):
         super().__init__(learning_rate, clipnorm=clipnorm,
-                         global_clipnorm=global_clipnorm, name=name or "adadelta")
+                         global_clipnorm=global_clipnorm, name=name or "adadelta",
+                         fused=fused)
         self.rho = check_float(rho, "rho", 0.0, 1.0)
         self.epsilon = check_float(epsilon, "epsilon", 0.0)
         self._accumulated_grads, self._accumulated_delta_vars = [], []
@@ -64,6 +67,13 @@ class Adadelta(Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         i = self._index(variable)
         acc_g, acc_d = self._accumulated_grads[i], self._accumulated_delta_vars[i]
+        if self.use_fused(variable):
+            dtype = variable.dtype
+            tf.raw_ops.ResourceApplyAdadelta(
+                var=variable.handle, accum=acc_g.handle, accum_update=acc_d.handle,
+                lr=tf.cast(learning_rate, dtype), rho=tf.constant(self.rho, dtype),
+                epsilon=tf.constant(self.epsilon, dtype), grad=gradient)
+            return
         new_var, new_acc_g, new_acc_d = adadelta_update(
             variable, gradient, acc_g, acc_d, learning_rate, self.rho, self.epsilon)
         acc_g.assign(new_acc_g)

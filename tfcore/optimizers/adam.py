@@ -62,15 +62,18 @@ class Adam(Optimizer):
       beta_2: float in [0, 1), default 0.999.
       epsilon: float >= 0, default 1e-7.
       amsgrad: bool, default False.
-      clipnorm, global_clipnorm, name: see `Optimizer`.
+      clipnorm, global_clipnorm, name, fused: see `Optimizer` (fused:
+        `ResourceApplyAdam`, the same formula; AMSGrad always runs unfused, as XLA
+        has no kernel for `ResourceApplyAdamWithAmsgrad`).
     """
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9,
                  beta_2: float = 0.999, epsilon: float = 1e-7, amsgrad: bool = False,
                  clipnorm: Optional[float] = None, global_clipnorm: Optional[float] = None,
-                 name: Optional[str] = None):
+                 name: Optional[str] = None, fused: bool = True):
         super().__init__(learning_rate, clipnorm=clipnorm,
-                         global_clipnorm=global_clipnorm, name=name or "adam")
+                         global_clipnorm=global_clipnorm, name=name or "adam",
+                         fused=fused)
         self.beta_1 = check_float(beta_1, "beta_1", 0.0, 1.0, high_inclusive=False)
         self.beta_2 = check_float(beta_2, "beta_2", 0.0, 1.0, high_inclusive=False)
         self.epsilon = check_float(epsilon, "epsilon", 0.0)
@@ -88,6 +91,16 @@ class Adam(Optimizer):
         i = self._index(variable)
         m, v = self._momentums[i], self._velocities[i]
         v_hat = self._velocity_hats[i] if self.amsgrad else None
+        if v_hat is None and self.use_fused(variable):
+            dtype = variable.dtype
+            t = self.local_step(dtype)
+            b1, b2 = tf.constant(self.beta_1, dtype), tf.constant(self.beta_2, dtype)
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=m.handle, v=v.handle,
+                beta1_power=tf.math.pow(b1, t), beta2_power=tf.math.pow(b2, t),
+                lr=tf.cast(learning_rate, dtype), beta1=b1, beta2=b2,
+                epsilon=tf.constant(self.epsilon, dtype), grad=gradient)
+            return
         new_var, new_m, new_v, new_v_hat = adam_update(
             variable, gradient, m, v, learning_rate, self.beta_1, self.beta_2,
             self.epsilon, self.local_step(variable.dtype), v_hat)

@@ -10,6 +10,15 @@ State (all non-trainable `tf.Variable`s, tracked for `tf.train.Checkpoint`):
   like Keras 3's `"{variable path with '/' -> '_'}_{slot}"` (e.g.
   `"dense_kernel_momentum"`; the `":0"` suffix of a `tf.Variable` name is dropped).
 
+Fused kernels (`fused=True`, the default): Adam, Adadelta and SGD update each variable
+with TensorFlow's own training op (`ResourceApplyAdam`, `ResourceApplyAdadelta`,
+`ResourceApplyGradientDescent`, `ResourceApplyKerasMomentum`), which computes the same
+formula as the pure update function in one multithreaded pass over the variable and
+its slots instead of ~10 separate element-wise ops (graph mode on the 2-core CPU: the
+dense autoencoder's step 4.9 -> 4.1 ms). XLA has kernels for them too. Mirrored
+(`tf.distribute`) variables always take the unfused path, whose replica-context
+`assign` keeps their copies in sync. `fused=False` gives the plain ops everywhere.
+
 `opt.variables` lists them in Keras 3's order (`iteration`, `learning_rate`, then
 the slots of each model variable in turn), so a Keras optimizer's state copies 1:1:
 `for a, b in zip(opt.variables, keras_opt.variables): a.assign(b)`.
@@ -91,12 +100,16 @@ class Optimizer(tf.Module):
       global_clipnorm: if set (> 0), all gradients are scaled so their global L2
         norm is at most this (Keras). At most one of the two.
       name: the module name (Keras's default: the lower-case class name).
+      fused: update with TensorFlow's fused training op where the subclass has one
+        (default True; see the module docstring).
     """
 
     def __init__(self, learning_rate: float, clipnorm: Optional[float] = None,
-                 global_clipnorm: Optional[float] = None, name: Optional[str] = None):
+                 global_clipnorm: Optional[float] = None, name: Optional[str] = None,
+                 fused: bool = True):
         super().__init__(name=name or type(self).__name__.lower())
         lr = check_float(learning_rate, "learning_rate")
+        self.fused = check_bool(fused, "fused")
         if clipnorm is not None:
             clipnorm = check_float(clipnorm, "clipnorm", low_inclusive=False)
         if global_clipnorm is not None:
@@ -226,6 +239,12 @@ class Optimizer(tf.Module):
         """Subclasses: update `variable` (and its slots) from a dense gradient."""
         raise NotImplementedError
 
+    def use_fused(self, variable: tf.Variable) -> bool:
+        """Whether `variable` is updated with the fused training op: `fused` is on and
+        the variable is a plain (not mirrored) resource variable."""
+        return (self.fused and not isinstance(variable, tf.distribute.DistributedValues)
+                and hasattr(variable, "handle"))
+
     def local_step(self, dtype) -> tf.Tensor:
         """`iterations + 1` cast to `dtype`: the 1-based step being applied."""
         return tf.cast(self._iterations + 1, dtype)
@@ -233,4 +252,5 @@ class Optimizer(tf.Module):
     def get_config(self) -> dict:
         """The constructor arguments (learning rate: its current value)."""
         return {"name": self.name, "learning_rate": float(self._learning_rate.numpy()),
-                "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm}
+                "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm,
+                "fused": self.fused}

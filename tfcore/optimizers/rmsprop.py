@@ -68,8 +68,11 @@ class RMSprop(Optimizer):
                  momentum: float = 0.0, epsilon: float = 1e-7, centered: bool = False,
                  clipnorm: Optional[float] = None, global_clipnorm: Optional[float] = None,
                  name: Optional[str] = None):
+        # No fused kernel: TF's ResourceApplyRMSProp needs a momentum slot that Keras
+        # creates only with momentum > 0.
         super().__init__(learning_rate, clipnorm=clipnorm,
-                         global_clipnorm=global_clipnorm, name=name or "rmsprop")
+                         global_clipnorm=global_clipnorm, name=name or "rmsprop",
+                         fused=False)
         self.rho = check_float(rho, "rho", 0.0, 1.0, high_inclusive=False)
         self.momentum = check_float(momentum, "momentum", 0.0, 1.0)
         self.epsilon = check_float(epsilon, "epsilon", 0.0)

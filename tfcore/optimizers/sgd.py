@@ -50,14 +50,18 @@ class SGD(Optimizer):
       learning_rate: float >= 0, default 0.01.
       momentum: float in [0, 1], default 0.0 (plain SGD, no slots).
       nesterov: bool, default False.
-      clipnorm, global_clipnorm, name: see `Optimizer`.
+      clipnorm, global_clipnorm, name, fused: see `Optimizer` (fused:
+        `ResourceApplyGradientDescent` / `ResourceApplyKerasMomentum`, the same
+        formulas).
     """
 
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0,
                  nesterov: bool = False, clipnorm: Optional[float] = None,
-                 global_clipnorm: Optional[float] = None, name: Optional[str] = None):
+                 global_clipnorm: Optional[float] = None, name: Optional[str] = None,
+                 fused: bool = True):
         super().__init__(learning_rate, clipnorm=clipnorm,
-                         global_clipnorm=global_clipnorm, name=name or "sgd")
+                         global_clipnorm=global_clipnorm, name=name or "sgd",
+                         fused=fused)
         self.momentum = check_float(momentum, "momentum", 0.0, 1.0)
         self.nesterov = check_bool(nesterov, "nesterov")
         self.momentums = []
@@ -68,6 +72,17 @@ class SGD(Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         m = self.momentums[self._index(variable)] if self.momentum != 0 else None
+        if self.use_fused(variable):
+            lr = tf.cast(learning_rate, variable.dtype)
+            if m is None:
+                tf.raw_ops.ResourceApplyGradientDescent(var=variable.handle, alpha=lr,
+                                                        delta=gradient)
+            else:
+                tf.raw_ops.ResourceApplyKerasMomentum(
+                    var=variable.handle, accum=m.handle, lr=lr, grad=gradient,
+                    momentum=tf.constant(self.momentum, variable.dtype),
+                    use_nesterov=self.nesterov)
+            return
         new_var, new_m = sgd_update(variable, gradient, learning_rate, self.momentum,
                                     self.nesterov, m)
         if m is not None:
