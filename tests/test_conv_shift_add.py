@@ -7,7 +7,7 @@ weights copied in (outputs and the gradients of sum(y * cot) w.r.t. the input,
 Cases cover 'same'/'valid', odd, even (asymmetric 'same' padding) and rectangular
 kernels, 1 and 3 filters, batch 2, non-square images. Then the 'auto' rule of
 tfcore/conv2d.py's docstring (strides = dilation = 1, kernel > 1x1, static H, W,
-non-empty output, 16 * filters <= in, no GPU) and the argument errors.
+non-empty output, 64 * filters <= in, no GPU) and the argument errors.
 """
 import keras
 import numpy as np
@@ -75,10 +75,10 @@ def test_shift_add_matches_keras_and_tf_nn_convolution(shape, kwargs):
 
 
 def test_auto_takes_shift_add_and_matches_keras(monkeypatch):
-    """Default algorithm, 16 * 2 <= 32 in channels: 'shift_add', still Keras's numbers;
+    """Default algorithm, 64 * 2 <= 128 in channels: 'shift_add', still Keras's numbers;
     the traced graph has no Conv2D op, while algorithm='conv' has one."""
     monkeypatch.setattr(conv2d_lib, "_gpu_visible", lambda: False)  # the CPU rule
-    x = _x((2, 5, 6, 32))
+    x = _x((2, 5, 6, 128))
     ours = tfcore.Conv2D(2, 3, padding="same")
     theirs = keras.layers.Conv2D(2, 3, padding="same")
     theirs(x)
@@ -91,7 +91,7 @@ def test_auto_takes_shift_add_and_matches_keras(monkeypatch):
 
     conv = tfcore.Conv2D(2, 3, padding="same", algorithm="conv")
     conv(x)
-    spec = tf.TensorSpec([None, 5, 6, 32], tf.float32)  # unknown batch works too
+    spec = tf.TensorSpec([None, 5, 6, 128], tf.float32)  # unknown batch works too
     op_types = {name: {op.type for op in tf.function(layer).get_concrete_function(spec)
                        .graph.get_operations()}
                 for name, layer in (("auto", ours), ("conv", conv))}
@@ -113,13 +113,13 @@ def test_shift_add_with_unknown_batch():
 @pytest.mark.parametrize("kwargs,shape,expected", [
     # the model layers the rule was measured on
     (dict(filters=1, kernel_size=5, padding="same"), (None, 32, 32, 128), "shift_add"),
-    (dict(filters=1, kernel_size=3, padding="same"), (None, 28, 28, 16), "shift_add"),
-    # the threshold: 16 * filters <= in
-    (dict(filters=8, kernel_size=5, padding="same"), (64, 32, 32, 128), "shift_add"),
-    (dict(filters=9, kernel_size=5, padding="same"), (64, 32, 32, 128), "conv"),
-    (dict(filters=2, kernel_size=3, padding="same"), (128, 28, 28, 16), "conv"),
-    (dict(filters=1, kernel_size=3, padding="valid"), (2, 8, 8, 15), "conv"),
-    (dict(filters=1, kernel_size=(1, 2), padding="valid"), (2, 8, 8, 16), "shift_add"),
+    (dict(filters=1, kernel_size=3, padding="same"), (None, 28, 28, 16), "conv"),
+    # the threshold: 64 * filters <= in
+    (dict(filters=2, kernel_size=5, padding="same"), (64, 32, 32, 128), "shift_add"),
+    (dict(filters=3, kernel_size=5, padding="same"), (64, 32, 32, 128), "conv"),
+    (dict(filters=1, kernel_size=3, padding="same"), (128, 28, 28, 32), "conv"),
+    (dict(filters=1, kernel_size=3, padding="valid"), (2, 8, 8, 63), "conv"),
+    (dict(filters=1, kernel_size=(1, 2), padding="valid"), (2, 8, 8, 64), "shift_add"),
     # the other conditions
     (dict(filters=1, kernel_size=1), (2, 8, 8, 128), "conv"),                  # 1x1
     (dict(filters=1, kernel_size=3, strides=2, padding="same"), (2, 8, 8, 128), "conv"),

@@ -17,55 +17,53 @@ Two algorithms compute the same convolution (`algorithm=`):
   tap (p, q), z_pq [batch, H, W, filters] = x @ kernel[p, q]. Padded like x would
   be ('same': top (kh-1)//2, bottom kh-1-top, left/right alike; 'valid': none),
   y = sum_pq z_pq[:, p:p+H', q:q+W', :]. Autodiff gives its gradients: two matmuls
-  and kh*kw pads/slices, no custom gradient. Its matmuls do the convolution's
+  and kh*kw pads/slices, no custom gradient. The slices are `tf.slice`s, whose
+  gradient is a Pad: `z[:, p:p+H']` (StridedSlice) has a StridedSliceGrad kernel that
+  made the whole backward pass 1.5-2x slower. Its matmuls do the convolution's
   multiply-adds (plus the border taps of 'same'), but it moves kh*kw*filters floats
   per pixel through memory, so it pays only when filters is small against `in`.
 
-Why: TensorFlow's CPU convolution kernels are pathologically slow with few output
-channels. Forward + input gradient + filter gradient of the DCGAN generator's last
-layer, Conv2D(1, 5, 'same') on [64, 32, 32, 128] (1.3 GFLOP), took 370-540 ms in
-graph mode (more filters do not make it faster: 8 or 16 take as long) and 50-60 ms
-as 'shift_add', 6-11x less (table below).
+Why: TensorFlow's CPU convolution kernels are slow with few output channels: forward
++ input gradient + filter gradient of the DCGAN generator's last layer, Conv2D(1, 5,
+'same') on [64, 32, 32, 128] (1.3 GFLOP), takes as long as with 4 or 8 filters
+(28 ms, ~50 GFLOP/s); as 'shift_add' it takes 14 ms.
 
 `algorithm='auto'` (the default) picks 'shift_add' when strides and dilation_rate
 are 1, the kernel is larger than 1x1, H and W are static, the output is not empty,
-16 * filters <= in (`SHIFT_ADD_MAX_FILTER_RATIO`) and TensorFlow sees no GPU (only
+64 * filters <= in (`SHIFT_ADD_MAX_FILTER_RATIO`) and TensorFlow sees no GPU (only
 measured on CPU, so a GPU keeps 'conv'); otherwise 'conv'.
 `Conv2D.resolved_algorithm(input_shape)` says which one a call takes.
 
-Measured on the project's 2-core x86 CPU, TF 2.21 (2 threads): one `tf.function`
-computing y, dL/dx and dL/dkernel for L = sum(y * dy), 'same' padding, median ms
-of 5 interleaved rounds of 2 calls, through `Conv2D` (bias gradient included). The
-machine was shared with other jobs (a training job during the first runs, which
-made wall times ~15x longer while the ratios held), so absolute times are rough.
+Measured on the project's 2-core x86 CPU, TF 2.21, nothing else running: one
+`tf.function` computing y, dL/dx and dL/dkernel for L = sum(y * dy), 'same' padding,
+through `Conv2D` (bias gradient included), median ms of 5 interleaved rounds of 2
+calls:
 
 | x, kernel ('same') | filters | graph: conv / shift_add | XLA: conv / shift_add | auto      |
 | ------------------ | ------- | ----------------------- | --------------------- | --------- |
-| [64,32,32,128] 5x5 | 1       | 542.0 / 49.2            | 92.7 / 39.2           | shift_add |
-| [64,32,32,128] 5x5 | 2       | 847.5 / 178.4           | 400.2 / 115.6         | shift_add |
-| [64,32,32,128] 5x5 | 4       | 874.0 / 301.0           | 424.0 / 164.6         | shift_add |
-| [64,32,32,128] 5x5 | 8       | 815.5 / 605.0           | 385.6 / 319.6         | shift_add |
-| [64,32,32,128] 5x5 | 16      | 985.6 / 1201.6          | 548.6 / 630.1         | conv      |
-| [128,28,28,16] 3x3 | 1       | 46.2 / 22.7             | 22.1 / 10.9           | shift_add |
-| [128,28,28,16] 3x3 | 2       | 62.2 / 60.4             | 39.3 / 15.9           | conv      |
-| [128,28,28,16] 3x3 | 4       | 63.2 / 99.2             | 41.2 / 24.3           | conv      |
-| [128,28,28,16] 3x3 | 8       | 57.6 / 192.1            | 36.4 / 68.6           | conv      |
-| [128,28,28,16] 3x3 | 16      | 69.1 / 462.1            | 55.1 / 137.0          | conv      |
-| [64,16,16,128] 3x3 | 1       | 35.4 / 6.8              | 12.4 / 6.4            | shift_add |
-| [64,16,16,128] 3x3 | 8       | 84.4 / 29.9             | 21.3 / 15.7           | shift_add |
-| [64,16,16,128] 3x3 | 16      | 98.0 / 95.1             | 58.7 / 50.4           | conv      |
-| [128,28,28,32] 3x3 | 2       | 117.9 / 70.3            | 69.6 / 27.7           | shift_add |
+| [64,32,32,128] 5x5 | 1       | 27.6 / 14.0             | 61.6 / 14.9           | shift_add |
+| [64,32,32,128] 5x5 | 2       | 28.7 / 24.1             | 81.3 / 19.1           | shift_add |
+| [64,32,32,128] 5x5 | 4       | 27.4 / 29.0             | 63.0 / 27.7           | conv      |
+| [64,32,32,128] 5x5 | 8       | 33.8 / 47.9             | 64.7 / 48.9           | conv      |
+| [64,32,32,128] 5x5 | 16      | 54.3 / 111.2            | 92.7 / 119.1          | conv      |
+| [128,28,28,16] 3x3 | 1       | 3.9 / 3.9               | 8.1 / 4.3             | conv      |
+| [128,28,28,16] 3x3 | 2       | 4.6 / 5.3               | 9.0 / 4.4             | conv      |
+| [128,28,28,16] 3x3 | 4       | 5.9 / 10.6              | 9.8 / 7.8             | conv      |
+| [128,28,28,16] 3x3 | 8       | 6.4 / 19.1              | 11.7 / 18.0           | conv      |
+| [128,28,28,16] 3x3 | 16      | 6.2 / 31.6              | 11.0 / 33.2           | conv      |
+| [64,16,16,128] 3x3 | 1       | 5.6 / 3.0               | 6.8 / 2.7             | shift_add |
+| [64,16,16,128] 3x3 | 8       | 6.6 / 6.6               | 12.4 / 8.1            | conv      |
+| [64,16,16,128] 3x3 | 16      | 7.1 / 10.5              | 12.0 / 10.5           | conv      |
+| [128,28,28,32] 3x3 | 2       | 8.9 / 8.4               | 16.4 / 7.3            | conv      |
 
-The rule 16 * filters <= in follows the cost model above and the graph-mode
-crossovers: with in = 16 shift_add is 1.5-2x faster at 1 filter, even at 2 and 1.6x
-slower at 4; with in = 32 it is 1.7x faster at 2; with in = 128 it is 1.35-11x
-faster up to 8 filters and even (3x3) or 1.2x slower (5x5) at 16. Under XLA
-shift_add wins at more shapes (in = 16: up to 4 filters), but a layer cannot tell
-the compile mode and CPU defaults to graph mode (BUILD_NOTES). A
-`tf.custom_gradient` version (backward = pad dy, `tf.image.extract_patches`, two
-matmuls) measured no faster (110 vs 100 ms graph, 83 vs 64 ms XLA at the DCGAN
-shape), so autodiff is kept. The two algorithms agree to float32 rounding (~1e-6
-relative in outputs and gradients), not bitwise: sums are taken in another order.
+The rule 64 * filters <= in follows the graph-mode crossovers: with in = 128
+shift_add is 2x faster at 1 filter and 1.2x at 2, even at 4 and slower from 8; with
+in = 16 or 32 the two are within 10% at 1-2 filters and conv wins beyond. Under XLA
+shift_add wins at more shapes, but a layer cannot tell the compile mode and CPU
+defaults to graph mode (BUILD_NOTES). (An earlier version of this table, measured
+while other jobs shared the machine and with strided slices, put the crossover at
+16 * filters <= in.) The two algorithms agree to float32 rounding (~1e-6 relative in
+outputs and gradients), not bitwise: sums are taken in another order.
 """
 from __future__ import annotations
 
@@ -80,7 +78,7 @@ IntOr2 = Union[int, Sequence[int]]
 
 ALGORITHMS = ("auto", "conv", "shift_add")
 # 'auto' takes 'shift_add' when SHIFT_ADD_MAX_FILTER_RATIO * filters <= in_channels.
-SHIFT_ADD_MAX_FILTER_RATIO = 16
+SHIFT_ADD_MAX_FILTER_RATIO = 64
 
 
 def conv_padding(kernel_size: int, padding: str) -> Tuple[int, int]:
@@ -122,7 +120,9 @@ def shift_add_conv2d(x: tf.Tensor, kernel: tf.Tensor, padding: str) -> tf.Tensor
         z = tf.reshape(tf.linalg.matmul(k_t, x2, transpose_b=True), [taps, -1, h, w])
         z = tf.pad(z, [[0, 0], [0, 0], [top, bottom], [left, right]])
         zs = tf.unstack(z, num=taps)  # not z[i]: its gradient is a full-size scatter
-        y = tf.add_n([zs[p * kw + q][:, p:p + out_h, q:q + out_w]
+        # tf.slice, not z[:, p:...]: Slice's gradient is a Pad, StridedSlice's a
+        # StridedSliceGrad kernel that took 2x as long (CPU, see the module docstring).
+        y = tf.add_n([tf.slice(zs[p * kw + q], [0, p, q], [-1, out_h, out_w])
                       for p in range(kh) for q in range(kw)])
         return y[..., tf.newaxis]
     k = tf.reshape(tf.transpose(kernel, [2, 0, 1, 3]), [cin, taps * filters])
@@ -130,7 +130,7 @@ def shift_add_conv2d(x: tf.Tensor, kernel: tf.Tensor, padding: str) -> tf.Tensor
     z = tf.transpose(z, [3, 0, 1, 2, 4])                      # [taps, B, H, W, F]
     z = tf.pad(z, [[0, 0], [0, 0], [top, bottom], [left, right], [0, 0]])
     zs = tf.unstack(z, num=taps)
-    return tf.add_n([zs[p * kw + q][:, p:p + out_h, q:q + out_w, :]
+    return tf.add_n([tf.slice(zs[p * kw + q], [0, p, q, 0], [-1, out_h, out_w, -1])
                      for p in range(kh) for q in range(kw)])
 
 
