@@ -14,7 +14,7 @@ from typing import Optional
 import tensorflow as tf
 
 from tfcore import activations, initializers
-from tfcore.layer import Layer, check_positive_int, normalize_tuple
+from tfcore.layer import add_bias, Layer, check_positive_int, normalize_tuple
 
 
 class Conv1D(Layer):
@@ -76,5 +76,5 @@ class Conv1D(Layer):
         y = tf.nn.convolution(x, self.kernel, strides=self.strides, padding=padding,
                               dilations=self.dilation_rate)
         if self.use_bias:
-            y = tf.nn.bias_add(y, self.bias)
+            y = add_bias(y, self.bias)
         return self.activation(y)

@@ -72,7 +72,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from tfcore import activations, initializers
-from tfcore.layer import Layer, check_positive_int, normalize_padding, normalize_tuple
+from tfcore.layer import add_bias, Layer, check_positive_int, normalize_padding, normalize_tuple
 
 IntOr2 = Union[int, Sequence[int]]
 
@@ -234,5 +234,5 @@ class Conv2D(Layer):
                                   padding=self.padding.upper(),
                                   dilations=self.dilation_rate)
         if self.use_bias:
-            y = tf.nn.bias_add(y, self.bias)
+            y = add_bias(y, self.bias)
         return self.activation(y)

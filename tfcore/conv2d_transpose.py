@@ -37,7 +37,7 @@ from typing import Callable, Optional, Sequence, Union
 import tensorflow as tf
 
 from tfcore import activations, initializers
-from tfcore.layer import Layer, check_positive_int, normalize_padding, normalize_tuple
+from tfcore.layer import add_bias, Layer, check_positive_int, normalize_padding, normalize_tuple
 
 IntOr2 = Union[int, Sequence[int]]
 
@@ -166,7 +166,7 @@ class Conv2DTranspose(Layer):
                      out_w if isinstance(out_w, int) else None,
                      self.filters])
         if self.use_bias:
-            y = tf.nn.bias_add(y, self.bias)
+            y = add_bias(y, self.bias)
         return self.activation(y)
 
     def _dilated(self, x):

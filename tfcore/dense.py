@@ -8,7 +8,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfcore import activations, initializers
-from tfcore.layer import Layer, check_positive_int
+from tfcore.layer import add_bias, Layer, check_positive_int
 
 
 class Dense(Layer):
@@ -34,5 +34,5 @@ class Dense(Layer):
         else:
             y = tf.tensordot(x, self.kernel, axes=[[x.shape.rank - 1], [0]])
         if self.use_bias:
-            y = tf.nn.bias_add(y, self.bias)
+            y = add_bias(y, self.bias)
         return self.activation(y)

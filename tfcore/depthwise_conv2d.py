@@ -16,7 +16,7 @@ from typing import Optional
 import tensorflow as tf
 
 from tfcore import activations, initializers
-from tfcore.layer import Layer, check_positive_int, normalize_padding, normalize_tuple
+from tfcore.layer import add_bias, Layer, check_positive_int, normalize_padding, normalize_tuple
 
 
 class DepthwiseConv2D(Layer):
@@ -73,5 +73,5 @@ class DepthwiseConv2D(Layer):
                                    padding=self.padding.upper(),
                                    dilations=self.dilation_rate)
         if self.use_bias:
-            y = tf.nn.bias_add(y, self.bias)
+            y = add_bias(y, self.bias)
         return self.activation(y)

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tfcore import activations, initializers
 from tfcore.dense import Dense
-from tfcore.layer import Layer
+from tfcore.layer import add_bias, Layer
 
 
 class TiedDense(Layer):
@@ -83,5 +83,5 @@ class TiedDense(Layer):
         else:
             y = tf.tensordot(x, kernel, axes=[[x.shape.rank - 1], [1]])
         if self.use_bias:
-            y = tf.nn.bias_add(y, self.bias)
+            y = add_bias(y, self.bias)
         return self.activation(y)
