@@ -30,7 +30,8 @@ can be trusted as measurements of the same thing.
 What runs, per model, in one process
 ------------------------------------
 1. the bench (`bench.run.bench_model`) in the compile mode the binary's `--jit=auto`
-   picks (`tfcore.compile.resolve_jit('auto')`: 'xla' on a GPU, 'graph' on CPU), at
+   picks (`tfcore.compile.resolve_jit('auto', cpu_xla=...)`: 'xla' on a GPU, on CPU the
+   model's measured choice, XLA for the dense autoencoder), at
    the bench's batch size for the model (`bench.run.MODELS[name].batch_size`);
 2. the binary's library call `train_and_evaluate(config, workdir, ...)` in a
    temporary workdir, on real MNIST limited with the binary's own options
@@ -303,10 +304,11 @@ def config_differences(name: str, run: BinaryRun, metrics: Dict[str, Any],
 
 
 # -- the check ---------------------------------------------------------------------------
-def bench_mode() -> str:
-    """The bench mode of the binaries' `--jit=auto`: 'xla' on a GPU, else 'graph'."""
+def bench_mode(name: str) -> str:
+    """The bench mode of the binaries' `--jit=auto` for bench model `name`: 'xla' on a
+    GPU, else the model's measured CPU choice (`bench.run.MODELS[name].cpu_xla`)."""
     from tfcore.compile import resolve_jit
-    return "xla" if resolve_jit("auto") else "graph"
+    return "xla" if resolve_jit("auto", cpu_xla=bench_run.MODELS[name].cpu_xla) else "graph"
 
 
 def _bench_ms(name: str, mode: str, batch_size: int, steps: int, rounds: int,
@@ -340,7 +342,7 @@ def check_model(name: str, steps_per_epoch: int = 40, epochs: int = 3, *,
     if steps_per_epoch * batch_size > MNIST_TRAIN:
         raise ValueError(f"steps_per_epoch * batch size ({steps_per_epoch} * {batch_size})"
                          f" must be at most the {MNIST_TRAIN} MNIST training images")
-    mode = bench_mode()
+    mode = bench_mode(name)
     bench_kw = dict(steps=bench_steps, rounds=bench_rounds, warmup=bench_warmup,
                     budget_s=model_budget_s, peak_size=peak_size, seed=seed, log=log)
     before = _bench_ms(name, mode, batch_size, **bench_kw)

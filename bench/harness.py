@@ -74,6 +74,20 @@ class Timing:
                 "cpu_median_ms": self.cpu_median_ms}
 
 
+def paired_ratio(a: "Timing", b: "Timing") -> float:
+    """Median over rounds of a's round time / b's round time (same round index).
+
+    Runners timed in the same `interleave` call run one after the other in every
+    round, so a round's pair saw the same machine state; the median of the paired
+    ratios is robust to load or clock changes between rounds, which a ratio of the two
+    medians is not (it can pair a fast round of one with a slow round of the other).
+    """
+    n = min(len(a.samples_ms), len(b.samples_ms))
+    if n == 0:
+        raise ValueError("paired_ratio needs at least one round of each")
+    return float(statistics.median(a.samples_ms[i] / b.samples_ms[i] for i in range(n)))
+
+
 def block(outputs: Any) -> None:
     """Fetches every tensor in `outputs` to the host (waits for the device)."""
     for t in tf.nest.flatten(outputs):

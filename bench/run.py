@@ -51,7 +51,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -61,6 +61,7 @@ import tensorflow as tf  # noqa: E402
 
 from bench import flops as flops_lib  # noqa: E402
 from bench import harness  # noqa: E402
+from models import autoencoder as ae_model  # noqa: E402
 
 MODES = ("eager", "graph", "xla", "loop", "keras_graph", "keras_xla")
 KERAS_MODES = ("keras_graph", "keras_xla")
@@ -190,6 +191,7 @@ class ModelSpec:
     build: Callable[[int, Any], TfcoreSetup]
     batch_size: int
     description: str
+    cpu_xla: bool = False  # the model's measured --jit=auto choice on CPU
 
 
 MODELS: Dict[str, ModelSpec] = {
@@ -197,14 +199,19 @@ MODELS: Dict[str, ModelSpec] = {
     "vat_cnn_dropout": ModelSpec(_vat_cnn(True, False), 128, "the CNN with dropout"),
     "vat_cnn_vat": ModelSpec(_vat_cnn(False, True), 128, "CE + VAT (1 power iteration)"),
     "vat_cnn_vat_dropout": ModelSpec(_vat_cnn(True, True), 128, "CE + VAT, dropout"),
-    "dense_ae": ModelSpec(_autoencoder("dense"), 128, "784-625(sigmoid)-784 AE"),
-    "dense_ae_tied": ModelSpec(_autoencoder("dense", tied=True), 128, "the same, tied"),
+    "dense_ae": ModelSpec(_autoencoder("dense"), 128, "784-625(sigmoid)-784 AE",
+                          cpu_xla=ae_model.prefers_xla_on_cpu("dense")),
+    "dense_ae_tied": ModelSpec(_autoencoder("dense", tied=True), 128, "the same, tied",
+                               cpu_xla=ae_model.prefers_xla_on_cpu("dense")),
     "dense_ae_small": ModelSpec(_autoencoder("dense", hidden=32, hidden_activation="relu"),
-                                128, "784-32(relu)-784 AE (the Keras blog's)"),
+                                128, "784-32(relu)-784 AE (the Keras blog's)",
+                                cpu_xla=ae_model.prefers_xla_on_cpu("dense")),
     "conv_ae": ModelSpec(_autoencoder("conv", decoder="transpose"), 128,
-                         "16-8-8 conv AE, conv2d_transpose decoder"),
+                         "16-8-8 conv AE, conv2d_transpose decoder",
+                         cpu_xla=ae_model.prefers_xla_on_cpu("conv")),
     "conv_ae_upsample": ModelSpec(_autoencoder("conv", decoder="upsample"), 128,
-                                  "16-8-8 conv AE, UpSampling2D decoder"),
+                                  "16-8-8 conv AE, UpSampling2D decoder",
+                                  cpu_xla=ae_model.prefers_xla_on_cpu("conv")),
     "dcgan": ModelSpec(_dcgan("split"), 64, "DCGAN D step (split real/fake) + G step"),
     "dcgan_mixed": ModelSpec(_dcgan("mixed"), 64, "DCGAN D step (mixed batch) + G step"),
     # functional-API models (issue 4), Adam(1e-3)
@@ -288,12 +295,20 @@ def device_name(device: str) -> Optional[str]:
 
 
 def bench_model(name: str, modes: Sequence[str], batch_size: int, steps: int,
-                rounds: int, warmup: int, eager_steps: int, loop_jit: bool,
-                peak_size: int, seed: int = 0, budget_s: Optional[float] = None,
+                rounds: int, warmup: int, eager_steps: int,
+                loop_jit: Union[str, bool], peak_size: int, seed: int = 0,
+                budget_s: Optional[float] = None,
                 log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
-    """Times one model in every mode (interleaved) and returns its records."""
+    """Times one model in every mode (interleaved) and returns its records.
+
+    `loop_jit`: the `loop` mode's compile mode, 'auto' | 'on' | 'off' or a bool;
+    'auto' resolves per model (`tfcore.compile.resolve_jit` with its `cpu_xla`).
+    """
+    from tfcore.compile import resolve_jit
     from tfcore.data import DeviceDataset
     spec = MODELS[name]
+    auto_xla = resolve_jit("auto", cpu_xla=spec.cpu_xla)
+    loop_jit = resolve_jit(loop_jit, cpu_xla=spec.cpu_xla)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     # Enough examples that one epoch spans the warm-up and every timed round: a
@@ -347,6 +362,9 @@ def bench_model(name: str, modes: Sequence[str], batch_size: int, steps: int,
     records = []
     for mode, t in timings.items():
         gflops = count.flops / (t.median_ms * 1e-3) / 1e9
+        # Paired per-round statistics (harness.paired_ratio): robust to the machine
+        # speeding up or slowing down between rounds.
+        peak_relative = harness.paired_ratio(t, peak)
         records.append({
             "kind": "train_step", "model": name, "mode": mode,
             "median_ms": t.median_ms, "min_ms": t.min_ms, "max_ms": t.max_ms,
@@ -355,9 +373,11 @@ def bench_model(name: str, modes: Sequence[str], batch_size: int, steps: int,
             "batch_size": batch_size, "flops": count.flops,
             "gflop_per_step": count.flops / 1e9, "flop_source": count.source,
             "gflops": gflops, "peak_gflops": peak_gflops,
-            "pct_of_peak": 100.0 * gflops / peak_gflops,
-            "ratio_to_best_keras": (t.median_ms / best_ms) if best_ms else None,
-            "best_keras_mode": best_mode, "jit": jit_of[mode]})
+            "peak_relative": peak_relative,
+            "pct_of_peak": 100.0 * count.flops / peak_flops / peak_relative,
+            "ratio_to_best_keras": (harness.paired_ratio(t, timings[best_mode])
+                                    if best_ms else None),
+            "best_keras_mode": best_mode, "jit": jit_of[mode], "auto_xla": auto_xla})
     return records
 
 
@@ -393,7 +413,6 @@ def run_bench(models: Sequence[str] = DEFAULT_MODELS, modes: Sequence[str] = MOD
       partial_out: if given, the records so far are written there (JSON) after every
         model, so an interrupted run keeps what it measured.
     """
-    from tfcore.compile import resolve_jit
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown models {unknown}; known: {', '.join(MODELS)}")
@@ -412,11 +431,10 @@ def run_bench(models: Sequence[str] = DEFAULT_MODELS, modes: Sequence[str] = MOD
     common = {"device": dev, **_versions()}
     records: List[Dict[str, Any]] = []
     with tf.device(dev):
-        jit_loop = resolve_jit(loop_jit)
         for name in models:
             bs = batch_size or MODELS[name].batch_size
             for r in bench_model(name, modes, bs, steps, rounds, warmup, eager_steps,
-                                 jit_loop, peak_size, seed=seed, budget_s=model_budget_s,
+                                 loop_jit, peak_size, seed=seed, budget_s=model_budget_s,
                                  log=log):
                 records.append({**r, **common})
             if partial_out:
@@ -438,6 +456,17 @@ def _by(records, kind="train_step"):
     return {(r["model"], r["mode"]): r for r in records if r.get("kind") == kind}
 
 
+def _relative(record: Dict[str, Any]) -> float:
+    """A record's step time relative to the matmul peak timed in the same rounds."""
+    return record["peak_relative"]
+
+
+def _paired(a: Dict[str, Any], b: Dict[str, Any]) -> float:
+    """Median of per-round time ratios of two records of the same model and run."""
+    return harness.paired_ratio(harness.Timing(a["samples_ms"], a["steps"]),
+                                harness.Timing(b["samples_ms"], b["steps"]))
+
+
 def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Derived figures: VAT/plain ratios, jit=auto choice vs best, loop speed-ups, targets."""
     from tfcore.compile import resolve_jit
@@ -449,18 +478,22 @@ def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
         for mode in MODES:
             a, b = steps.get((vat, mode)), steps.get((plain, mode))
             if a and b:
-                t_ratio = a["median_ms"] / b["median_ms"]
+                # Timed in separate runs: compare their times relative to the matmul
+                # peak timed in the same rounds (drift between the runs cancels).
+                t_ratio = _relative(a) / _relative(b)
                 f_ratio = a["flops"] / b["flops"]
                 out["vat_ratios"].append({"vat": vat, "plain": plain, "mode": mode,
                                           "time_ratio": t_ratio, "flop_ratio": f_ratio,
                                           "deviation_pct": 100 * (t_ratio / f_ratio - 1)})
-    auto = "xla" if resolve_jit("auto") else "graph"
     for m in models:
         g, x = steps.get((m, "graph")), steps.get((m, "xla"))
         if g and x:
-            best = "graph" if g["median_ms"] <= x["median_ms"] else "xla"
+            auto = "xla" if g.get("auto_xla", resolve_jit("auto")) else "graph"
+            xla_over_graph = _paired(x, g)  # per-round pairs, same run
+            best = "graph" if xla_over_graph >= 1.0 else "xla"
             out["jit_auto"].append({"model": m, "auto_picks": auto, "measured_best": best,
                                     "graph_ms": g["median_ms"], "xla_ms": x["median_ms"],
+                                    "xla_over_graph": xla_over_graph,
                                     "agrees": auto == best})
         lp = steps.get((m, "loop"))
         per = steps.get((m, "xla" if lp and lp["jit"] else "graph"))
@@ -468,7 +501,7 @@ def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
             out["loop_speedup"].append({"model": m, "per_step_mode": per["mode"],
                                         "per_step_ms": per["median_ms"],
                                         "loop_ms": lp["median_ms"],
-                                        "speedup": per["median_ms"] / lp["median_ms"]})
+                                        "speedup": _paired(per, lp)})
     # Targets of issue 8.
     tf_modes = ("graph", "xla", "loop")
     for m in models:
@@ -500,7 +533,7 @@ def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
                                    "met": s["speedup"] >= 1.3})
     for j in out["jit_auto"]:
         out["targets"].append({"target": f"{j['model']}: --jit=auto picks the faster mode",
-                               "value": j["xla_ms"] / j["graph_ms"], "mode": j["auto_picks"],
+                               "value": j["xla_over_graph"], "mode": j["auto_picks"],
                                "met": j["agrees"]})
     return out
 

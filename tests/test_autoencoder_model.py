@@ -314,3 +314,12 @@ def test_learning_rate_schedules():
         ae.make_learning_rate_fn("cosine", 0, 10)
     with pytest.raises(ValueError, match="decay_fraction must be in .*1.5"):
         ae.make_learning_rate_fn("wsd", 0.01, 10, decay_fraction=1.5)
+
+
+def test_jit_auto_choice_per_model():
+    """--jit=auto's CPU choice, as measured by bench.run: XLA for the dense model only."""
+    from models import autoencoder as ae_model
+    assert ae_model.prefers_xla_on_cpu("dense") is True
+    assert ae_model.prefers_xla_on_cpu("conv") is False
+    with pytest.raises(ValueError, match="model must be 'dense' or 'conv', got 'mlp'"):
+        ae_model.prefers_xla_on_cpu("mlp")

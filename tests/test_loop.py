@@ -244,6 +244,10 @@ def test_progress_logger_plain_and_tty():
 def test_resolve_jit_and_compile_step():
     assert tcompile.resolve_jit("on") is True and tcompile.resolve_jit("off") is False
     assert tcompile.resolve_jit("auto") is bool(tf.config.list_physical_devices("GPU"))
+    # A model's measured CPU preference: auto takes XLA with cpu_xla, on/off win over it.
+    assert tcompile.resolve_jit("auto", cpu_xla=True) is True
+    assert tcompile.resolve_jit("off", cpu_xla=True) is False
+    assert tcompile.resolve_jit("on", cpu_xla=False) is True
     with pytest.raises(ValueError, match="jit must be one of.*'xla'"):
         tcompile.resolve_jit("xla")
     f = tcompile.compile_step(lambda a: a * 2.0, jit="off",

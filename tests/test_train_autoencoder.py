@@ -37,6 +37,7 @@ def test_end_to_end_conv_denoising(tmp_path, mnist_dir):
     assert isinstance(on_disk["steps_per_second"], float)
     assert on_disk["steps_per_second"] == pytest.approx(2 / on_disk["epoch_seconds"][1])
     assert on_disk["eval_set"] == "test"
+    assert on_disk["xla"] is bool(tf.config.list_physical_devices("GPU"))  # conv: graph
     hist = on_disk["history"]
     assert len(hist["loss"]) == len(hist["val_bce"]) == len(hist["val_mse"]) == 2
     assert len(hist["learning_rate"]) == 2  # conv's default schedule is logged
@@ -63,6 +64,7 @@ def test_dense_tied_export(tmp_path, mnist_dir):
                 tensorboard=False), workdir)
     assert metrics["num_variables"] == 3
     assert metrics["num_params"] == 784 * 16 + 16 + 784
+    assert metrics["xla"] is True  # --jit=auto: the dense model's choice, CPU or GPU
     assert metrics["config"]["lr_schedule"] == "constant"
     loaded = tf.saved_model.load(os.path.join(workdir, "saved_model"))
     _, (x_test, _) = __import__("tfcore").data.load_mnist(mnist_dir)

@@ -2,9 +2,12 @@
 
 `on` compiles with `tf.function(jit_compile=True)` (XLA), `off` with a plain
 `tf.function` (graph mode, TensorFlow's own kernels), `auto` picks XLA when a GPU is
-visible and graph mode on CPU (on the 2-core CPU of this project XLA's conv kernels
-and stateless RNG were measured slower; see BUILD_NOTES.md). Steps must have static
-shapes: XLA specialises on them, and a changing shape retraces.
+visible, and on CPU graph mode unless the model says XLA wins there (`cpu_xla=True`):
+on the project's 2-core CPU XLA ran the conv models 1.8-2.4x slower than graph mode
+(its conv kernels and stateless RNG), but the dense autoencoders faster (XLA fuses
+their element-wise ops); each model module records its measured choice, e.g.
+`models.autoencoder.prefers_xla_on_cpu`, and `bench.run` checks it (README). Steps
+must have static shapes: XLA specialises on them, and a changing shape retraces.
 
 Example:
     step = tfcore.compile.compile_step(train_step, jit="auto")
@@ -19,12 +22,13 @@ import tensorflow as tf
 JIT_MODES = ("auto", "on", "off")
 
 
-def resolve_jit(jit: Union[str, bool] = "auto") -> bool:
+def resolve_jit(jit: Union[str, bool] = "auto", cpu_xla: bool = False) -> bool:
     """Whether to compile with XLA.
 
     Args:
-      jit: 'on' (XLA), 'off' (graph mode) or 'auto' (XLA iff a GPU is visible).
-        A bool is returned as is.
+      jit: 'on' (XLA), 'off' (graph mode) or 'auto' (XLA when a GPU is visible, else
+        `cpu_xla`). A bool is returned as is.
+      cpu_xla: the model's measured preference on CPU (default False: graph mode).
 
     Returns:
       True for XLA (`jit_compile=True`), False for plain graph mode.
@@ -38,7 +42,7 @@ def resolve_jit(jit: Union[str, bool] = "auto") -> bool:
     if mode not in JIT_MODES:
         raise ValueError(f"jit must be one of 'auto', 'on', 'off', got {jit!r}")
     if mode == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
+        return bool(tf.config.list_physical_devices("GPU")) or bool(cpu_xla)
     return mode == "on"
 
 

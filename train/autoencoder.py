@@ -230,11 +230,14 @@ def train_and_evaluate(config: Config, workdir: str, strategy=None) -> Dict[str,
     import tfcore  # pylint: disable=import-outside-toplevel
     from models import autoencoder as ae  # pylint: disable=import-outside-toplevel
     from tfcore import callbacks, distribute, export, image_grid, loop, metrics_io
+    from tfcore.compile import resolve_jit  # pylint: disable=import-outside-toplevel
 
     if not workdir:
         raise ValueError(f"workdir must be a directory path, got {workdir!r}")
     c = config.resolved()
     common.apply_determinism(c.seed, c.deterministic)
+    # --jit=auto: XLA on a GPU; on CPU the model's measured choice.
+    jit = resolve_jit(c.jit, cpu_xla=ae.prefers_xla_on_cpu(c.model))
     x_train, x_val, x_test = _load(c)
     test_inputs = _noisy(x_test, c.noise_factor, c.seed)
     eval_set = "validation" if x_val is not None else "test"
@@ -267,7 +270,7 @@ def train_and_evaluate(config: Config, workdir: str, strategy=None) -> Dict[str,
     pairs = lambda inputs, clean: (inputs, clean) if c.noise_factor else clean  # noqa
     eval_fn = loop.make_eval_fn(metric_fn, pairs(eval_inputs, eval_clean),
                                 batch_size=min(c.eval_batch_size, len(eval_clean)),
-                                jit=c.jit)
+                                jit=jit)
 
     n = min(c.num_images, len(x_test))
     show_clean, show_noisy = x_test[:n], test_inputs[:n]
@@ -287,7 +290,7 @@ def train_and_evaluate(config: Config, workdir: str, strategy=None) -> Dict[str,
     history = loop.fit(step_fn, x_train, batch_size=c.batch_size,
                        objects={"model": model, "optimizer": opt}, eval_fn=eval_fn,
                        steps=c.steps, epochs=c.epochs, workdir=workdir, seed=c.seed,
-                       resume=c.resume, jit=c.jit, strategy=strategy, callbacks=cbs,
+                       resume=c.resume, jit=jit, strategy=strategy, callbacks=cbs,
                        steps_per_call=c.steps_per_call)
     seconds = time.perf_counter() - start
 
@@ -296,7 +299,7 @@ def train_and_evaluate(config: Config, workdir: str, strategy=None) -> Dict[str,
     else:
         test = loop.make_eval_fn(metric_fn, pairs(test_inputs, x_test),
                                  batch_size=min(c.eval_batch_size, len(x_test)),
-                                 jit=c.jit)()
+                                 jit=jit)()
     grid = picture()
     png = image_grid.save_png(os.path.join(workdir, "reconstructions.png"), grid)
     metrics = metrics_io.read_metrics(workdir) or history.to_json()
@@ -306,6 +309,7 @@ def train_and_evaluate(config: Config, workdir: str, strategy=None) -> Dict[str,
         "epoch_seconds": [e.get("epoch_seconds") for e in history.epochs],
         "steps_per_second": timer.steady_steps_per_second(),
         "steps_per_epoch": spe,
+        "xla": jit,  # the compile mode --jit resolved to
         "num_params": model.count_params(),
         "num_variables": len(model.trainable_variables),
         "reconstructions": os.path.basename(png),
