@@ -56,12 +56,12 @@ ORIGINAL_OVERHEAD = 2.25
 FLOP_RATIO = 8.0 / 3.0  # VAT / plain step FLOPs with one power iteration
 
 
-def _steady_seconds(epoch_seconds: Sequence[Optional[float]]) -> Optional[float]:
-    """Mean seconds per epoch, the first (compiling) epoch left out when possible."""
-    vals = [s for s in epoch_seconds if s is not None]
-    if len(vals) > 1:
-        vals = vals[1:]
-    return sum(vals) / len(vals) if vals else None
+def _steady_seconds(metrics: Dict[str, Any]) -> Optional[float]:
+    """Seconds per epoch at the binary's steady-state rate (`steps_per_second`:
+    the epochs after the first of each process, so a resumed run's re-compiling
+    epoch is left out too)."""
+    rate, spe = metrics.get("steps_per_second"), metrics.get("steps_per_epoch")
+    return spe / rate if rate and spe else None
 
 
 def _finished(metrics: Optional[dict], epochs: Optional[int]) -> bool:
@@ -109,7 +109,7 @@ def run_table(base: vat_bin.VatConfig, workdir: str, names: Sequence[str] = (),
         rows.append({"name": name, "dropout": dropout, "vat": use_vat,
                      "test_accuracy": metrics["test_accuracy"],
                      "test_loss": metrics["test_loss"],
-                     "seconds_per_epoch": _steady_seconds(metrics["epoch_seconds"]),
+                     "seconds_per_epoch": _steady_seconds(metrics),
                      "epoch_seconds": metrics["epoch_seconds"],
                      "epochs": len(metrics.get("epochs", [])),
                      "num_train": metrics.get("num_train"),
