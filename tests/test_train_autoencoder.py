@@ -144,3 +144,19 @@ def test_ae_table_never_deletes_a_finished_run_with_other_settings(tmp_path):
                             str(workdir), dict(steps=7, batch_size=8))
     assert json.loads((workdir / "metrics.json").read_text()) == record
     assert (workdir / "checkpoints").is_dir()
+
+
+def test_ae_table_search_ranks_on_validation(tmp_path, mnist_dir):
+    """Two tiny conv candidates on a held-out split: ranked by val BCE, the table names
+    each wsd candidate's decay share (two rates 0.01 runs differ only by it)."""
+    base = dict(steps=4, batch_size=16, train_subset=96, test_subset=20, num_images=2,
+                eval_batch_size=16, data_dir=mnist_dir, val_size=32, tensorboard=False)
+    rows = ae_table.run_search(str(tmp_path), ["wsd:0.01:0", "wsd:0.01:0:0.5"],
+                               ["transpose"], base)
+    assert len(rows) == 2 and rows[0]["val_bce"] <= rows[1]["val_bce"]
+    assert {r["name"] for r in rows} == {"transpose_wsd_0.01_w0_4",
+                                         "transpose_wsd_0.01_w0_d0.5_4"}
+    md = (tmp_path / "search.md").read_text()
+    assert "| last 30% |" in md and "| last 50% |" in md
+    assert json.loads((tmp_path / "search.json").read_text())[0]["val_bce"] == \
+        pytest.approx(rows[0]["val_bce"])

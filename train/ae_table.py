@@ -254,6 +254,13 @@ def make_table(workdir: str, names: Sequence[str], base: Dict[str, Any],
     return results
 
 
+def _decay(row: Dict[str, Any]) -> str:
+    """The 'wsd' decay share of a search row ('-' for other schedules)."""
+    if row["lr_schedule"] != "wsd":
+        return "-"
+    return f"last {row.get('decay_fraction', ae_binary.Config.decay_fraction):.0%}"
+
+
 def run_search(workdir: str, candidates: Sequence[str], decoders: Sequence[str],
                base: Dict[str, Any]) -> List[dict]:
     """Conv runs with `val_size` training images held out; ranks by final val BCE."""
@@ -276,11 +283,12 @@ def run_search(workdir: str, candidates: Sequence[str], decoders: Sequence[str],
             ranked = sorted(rows, key=lambda r: r["val_bce"])
             lines = [f"Validation: {base['val_size']} training images held out; "
                      f"{base['steps']} steps, batch {base['batch_size']}.\n",
-                     "| decoder | schedule | peak rate | warm-up | val BCE | val MSE | "
-                     "last-epoch train loss | seconds |",
-                     "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                     "| decoder | schedule | peak rate | warm-up | decay | val BCE | "
+                     "val MSE | last-epoch train loss | seconds |",
+                     "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
             lines += [f"| {r['decoder']} | {r['lr_schedule']} | {r['learning_rate']:g} | "
-                      f"{r['warmup_steps']} | {r['val_bce']:.4f} | {r['val_mse']:.4f} | "
+                      f"{r['warmup_steps']} | {_decay(r)} | {r['val_bce']:.4f} | "
+                      f"{r['val_mse']:.4f} | "
                       f"{r['train_loss']:.4f} | {r['seconds']:.0f} |" for r in ranked]
             metrics_io.atomic_write_text(os.path.join(workdir, "search.md"),
                                          "\n".join(lines) + "\n")
