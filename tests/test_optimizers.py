@@ -303,9 +303,13 @@ def test_fused_kernels_match_the_pure_update(cls_name, kwargs, jit):
         _assert_close(a, b, f"variable/slot {i}")  # the Keras parity tolerance
 
 
-def test_rmsprop_has_no_fused_kernel_and_says_so():
-    assert RMSprop().fused is False and RMSprop().get_config()["fused"] is False
+def test_rmsprop_has_no_fused_kernel_and_get_config_round_trips():
+    assert RMSprop().fused is False and "fused" not in RMSprop().get_config()
     assert Adam().get_config()["fused"] is True
+    for cls, kwargs in ((Adam, dict(fused=False, beta_1=0.5)), (SGD, dict(momentum=0.9)),
+                        (Adadelta, dict(rho=0.9)), (RMSprop, dict(centered=True))):
+        config = cls(**kwargs).get_config()
+        assert cls(**config).get_config() == config
 
 
 @pytest.mark.parametrize("jit", [False, True])

@@ -103,5 +103,7 @@ class RMSprop(Optimizer):
         variable.assign(new_var)
 
     def get_config(self):
-        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
-                "epsilon": self.epsilon, "centered": self.centered}
+        config = {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
+                  "epsilon": self.epsilon, "centered": self.centered}
+        del config["fused"]  # not an argument here: no fused kernel
+        return config
