@@ -388,3 +388,22 @@ def test_make_step_validates():
         gan.make_gan_train_step(tf.Module(), d, SGD(), SGD(), LATENT)
     with pytest.raises(ValueError, match="discriminator is a plain callable"):
         gan.make_gan_train_step(g, lambda x, training: d(x), SGD(), SGD(), LATENT)
+
+
+def test_ema_update_and_decay_schedule():
+    """a <- d a + (1 - d) v, by hand; the warm-up min(decay, (1+t)/(10+t))."""
+    from tfcore import gan as gan_lib
+    a = [tf.Variable([1.0, 2.0]), tf.Variable([[4.0]])]
+    v = [tf.Variable([3.0, -2.0]), tf.Variable([[0.0]])]
+    gan_lib.ema_update(a, v, 0.75)
+    np.testing.assert_allclose(a[0].numpy(), [1.5, 1.0])
+    np.testing.assert_allclose(a[1].numpy(), [[3.0]])
+    tf.function(lambda: gan_lib.ema_update(a, v, gan_lib.ema_decay(0.999, 0)))()
+    np.testing.assert_allclose(a[0].numpy(), [0.1 * 1.5 + 0.9 * 3.0, 0.1 - 1.8], rtol=1e-6)
+    assert float(gan_lib.ema_decay(0.999, 0)) == pytest.approx(0.1)
+    assert float(gan_lib.ema_decay(0.999, 90)) == pytest.approx(0.91)
+    assert float(gan_lib.ema_decay(0.999, 10 ** 6)) == pytest.approx(0.999)
+    with pytest.raises(ValueError, match="as many averages as variables"):
+        gan_lib.ema_update(a, v[:1], 0.5)
+    with pytest.raises(ValueError, match="does not match"):
+        gan_lib.ema_update(a[::-1], v, 0.5)

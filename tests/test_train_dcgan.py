@@ -213,7 +213,8 @@ def test_period_data_and_interpolation_latents():
 @pytest.mark.parametrize("field,value,flag", [
     ("d_steps", 0, "--d_steps"), ("preset", "fast", "--preset"),
     ("d_batch", "both", "--d_batch"), ("eval_samples", 1, "--eval_samples"),
-    ("g_beta1", 1.0, "--g_beta1"), ("label_smoothing", -0.1, "--label_smoothing")])
+    ("g_beta1", 1.0, "--g_beta1"), ("label_smoothing", -0.1, "--label_smoothing"),
+    ("g_ema", 1.0, "--g_ema")])
 def test_config_rejects_bad_values(field, value, flag):
     with pytest.raises(ValueError, match=flag):
         dcgan.DCGANConfig(**{field: value}).validate()
@@ -264,3 +265,29 @@ def test_binary_rejects_bad_flag(tmp_path):
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode != 0 and "--d_steps" in proc.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_generator_ema_run(small_mnist, classifier_dir, tmp_path):
+    """--g_ema: an averaged generator is trained along, checkpointed as
+    'generator_ema', and is what the export and gan_eval's loader sample from."""
+    workdir = str(tmp_path / "ema")
+    cfg = dcgan.DCGANConfig(
+        epochs=None, max_steps=3, batch_size=8, val_examples=12, eval_samples=0,
+        final_eval_samples=0, grid_size=2, interp_rows=2, interp_steps=3, export=True,
+        progress=False, jit="off", classifier=classifier_dir, latent_dim=5,
+        d_dense_units=32, g_ema=0.5, tensorboard=False)
+    dcgan.train_and_evaluate(cfg, workdir, mnist=small_mnist)
+    from models import dcgan as dcgan_model
+    last = dcgan_model.Generator(latent_dim=5)
+    ema = dcgan_model.Generator(latent_dim=5)
+    for g in (last, ema):
+        g(tf.zeros([1, 5]))
+    checkpointing.restore_objects(os.path.join(workdir, "checkpoints"),
+                                  {"generator": last, "generator_ema": ema})
+    z = np.random.default_rng(1).uniform(-1, 1, size=(4, 5)).astype(np.float32)
+    want = ema(z, training=False).numpy()
+    assert not np.allclose(want, last(z, training=False).numpy(), atol=1e-4)
+    fn, _, _ = gan_eval.load_generator(workdir)
+    np.testing.assert_allclose(fn(z), want, atol=1e-5)
+    fn_sm, _, _ = gan_eval.load_generator(os.path.join(workdir, "saved_model"))
+    np.testing.assert_allclose(fn_sm(z), want, atol=1e-5)

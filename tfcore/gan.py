@@ -206,6 +206,50 @@ def _accuracy(logits, positive: bool) -> tf.Tensor:
     return tf.reduce_mean(tf.cast(hit, tf.float32))
 
 
+# --- weight averaging ----------------------------------------------------------------
+def ema_decay(decay: float, step) -> tf.Tensor:
+    """The decay used at (0-based) update `step`: min(decay, (1 + step) / (10 + step)).
+
+    The warm-up (as TensorFlow's `ExponentialMovingAverage` with `num_updates`) keeps
+    the first updates from averaging in the random initial weights for ~1/(1-decay)
+    steps: step 0 uses 0.1, step 90 0.91, and from about 1/(1-decay) steps on, `decay`.
+    """
+    step = tf.cast(step, tf.float32)
+    return tf.minimum(tf.constant(decay, tf.float32), (1.0 + step) / (10.0 + step))
+
+
+def ema_update(averages: Sequence[tf.Variable], variables: Sequence[tf.Variable],
+               decay) -> None:
+    """Exponential moving average of weights, in place (Polyak averaging of G):
+
+        a <- decay * a + (1 - decay) * v      for each pair (a, v)
+
+    Used for the generator (Yazici et al. 2019, "The Unusual Effectiveness of Averaging
+    in GAN Training"; Karras et al.): samples from the averaged weights are smoother
+    than from the last iterate, which oscillates in the two-player game.
+
+    Args:
+      averages: the average variables (e.g. a second generator's, same order/shapes).
+      variables: the trained variables they follow (BatchNorm's moving statistics may
+        be included: they are averaged like the weights).
+      decay: a float or scalar tensor in [0, 1) (e.g. `ema_decay(0.999, step)`).
+
+    Raises:
+      ValueError: the two lists differ in length or in a shape.
+    """
+    averages, variables = list(averages), list(variables)
+    if len(averages) != len(variables):
+        raise ValueError(f"ema_update needs as many averages as variables, got "
+                         f"{len(averages)} and {len(variables)}")
+    for a, v in zip(averages, variables):
+        if a.shape != v.shape:
+            raise ValueError(f"ema_update: average {a.name} {a.shape} does not match "
+                             f"variable {v.name} {v.shape}")
+    for a, v in zip(averages, variables):
+        d = tf.cast(decay, a.dtype)
+        a.assign(d * a + (1.0 - d) * tf.cast(v, a.dtype))
+
+
 # --- steps --------------------------------------------------------------------------
 def discriminator_step(generator: Net, discriminator: Net, d_optimizer: Any, real_images,
                        noise, d_batch: str = "split", label_smoothing: float = 0.0,

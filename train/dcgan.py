@@ -18,7 +18,10 @@ by measurement: at 1,200 steps its samples were digits (Frechet distance 37, 30 
 800 steps) where the spatial 4x4x4 noise drew blocky patches (96).
 Optimizers: two Adams, `--preset=default` (G and D: lr 2e-4, beta_1 0.5, chosen by
 measurement, see README) or `--preset=writeup` (D: lr 1e-5, beta_1 0.1; G: 2e-4, 0.5);
---g_learning_rate, --g_beta1, --d_learning_rate, --d_beta1 override them.
+--g_learning_rate, --g_beta1, --d_learning_rate, --d_beta1 override them. --g_ema=d
+keeps a moving average of G's weights (`tfcore.gan.ema_update`, decay d after a
+warm-up) beside the trained G: the pictures, quality measures, best checkpoint and
+export use it (checkpointed as `generator_ema`); D trains against the current G.
 
 Data: MNIST training images padded to 32x32, in [-1, 1] (`--train_limit` keeps the
 first N); the first `--val_examples` test images are the held-out real images of the
@@ -79,6 +82,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from models import dcgan
+from tfcore import gan
 from tfcore import callbacks as tfcb
 from tfcore import data as tfdata
 from tfcore import export, image_grid, loop, metrics_io
@@ -117,6 +121,7 @@ class DCGANConfig:
     d_learning_rate: Optional[float] = None
     d_beta1: Optional[float] = None
     label_smoothing: float = 0.0
+    g_ema: float = 0.0
     batch_size: int = 64
     epochs: Optional[int] = 5
     steps: Optional[int] = None
@@ -185,6 +190,8 @@ class DCGANConfig:
             v = getattr(self, name)
             if v is not None and not (_is_real(v) and 0 <= v < 1):
                 raise ValueError(f"--{name} must be in [0, 1), got {v!r}")
+        if not (_is_real(self.g_ema) and 0 <= self.g_ema < 1):
+            raise ValueError(f"--g_ema must be in [0, 1) (0: off), got {self.g_ema!r}")
         if not (_is_real(self.label_smoothing) and 0 <= self.label_smoothing < 1):
             raise ValueError(f"--label_smoothing must be in [0, 1), got "
                              f"{self.label_smoothing!r}")
@@ -399,9 +406,25 @@ def train_and_evaluate(config: DCGANConfig, workdir: str, *, mnist=None,
     gan_step = dcgan.make_train_step(generator, discriminator, g_opt, d_opt,
                                      order=c.order, d_steps=c.d_steps, d_batch=c.d_batch,
                                      label_smoothing=c.label_smoothing)
+    # --g_ema: a second generator holding the moving average of G's weights (and
+    # BatchNorm statistics), updated after every G step; pictures, quality measures
+    # and the export use it. D keeps training against the current G.
+    ema_generator = None
+    if c.g_ema:
+        ema_generator = dcgan.Generator(latent_dim=c.latent_dim or None,
+                                        upsampling=c.generator, name="generator_ema")
+        ema_generator(tf.zeros([1, *generator.latent_shape]))
+        for a, v in zip(ema_generator.variables_in_keras_order(),
+                        generator.variables_in_keras_order()):
+            a.assign(v)
+    sampler = ema_generator or generator
 
     def step_fn(batch, seed):
         logs = gan_step(batch, seed)
+        if ema_generator is not None:
+            gan.ema_update(ema_generator.variables_in_keras_order(),
+                           generator.variables_in_keras_order(),
+                           gan.ema_decay(c.g_ema, g_opt.iterations - 1))
         logs["d_acc"] = 0.5 * (logs["d_acc_real"] + logs["d_acc_fake"])
         return logs
 
@@ -456,7 +479,7 @@ def train_and_evaluate(config: DCGANConfig, workdir: str, *, mnist=None,
                         "d_acc_fake" + suffix: af, "d_acc" + suffix: 0.5 * (ar + af)})
         return out
 
-    g_infer = tf.function(lambda z: generator(z, training=False), autograph=False,
+    g_infer = tf.function(lambda z: sampler(z, training=False), autograph=False,
                           input_signature=[tf.TensorSpec([None, *latent], tf.float32)])
     quality = mnist is not None and (c.eval_samples or c.final_eval_samples)
     reference = None
@@ -517,10 +540,12 @@ def train_and_evaluate(config: DCGANConfig, workdir: str, *, mnist=None,
         cbs.append(pinned)
     cbs += list(callbacks)
 
+    objects = {"generator": generator, "discriminator": discriminator,
+               "g_opt": g_opt, "d_opt": d_opt}
+    if ema_generator is not None:
+        objects["generator_ema"] = ema_generator
     start = time.perf_counter()
-    history = loop.fit(step_fn, source,
-                       objects={"generator": generator, "discriminator": discriminator,
-                                "g_opt": g_opt, "d_opt": d_opt},
+    history = loop.fit(step_fn, source, objects=objects,
                        eval_fn=eval_fn, epochs=c.epochs, steps=c.total_steps_cap,
                        workdir=workdir, seed=c.seed, resume=c.resume, jit=c.jit,
                        callbacks=cbs, progress=c.progress, log_every=c.log_every)
@@ -553,8 +578,8 @@ def train_and_evaluate(config: DCGANConfig, workdir: str, *, mnist=None,
     if c.export:
         spec = tf.TensorSpec([None, *latent], tf.float32, name="z")
         metrics["saved_model"] = export.export_saved_model(
-            generator, os.path.join(workdir, "saved_model"), spec,
-            fn=lambda z: {"images": generator(z, training=False)})
+            sampler, os.path.join(workdir, "saved_model"), spec,
+            fn=lambda z: {"images": sampler(z, training=False)})
     metrics_io.write_metrics(workdir, metrics)
     return metrics
 
@@ -596,6 +621,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_float("d_beta1", None, "D's Adam beta_1 (default: the preset's).", **fv)
     flags.DEFINE_float("label_smoothing", d.label_smoothing, "One-sided smoothing of "
                        "D's real label.", **fv)
+    flags.DEFINE_float("g_ema", d.g_ema, "Decay of a moving average of G's weights "
+                       "used for pictures, quality measures and the export (0: off, "
+                       "the last G; e.g. 0.999).", **fv)
     flags.DEFINE_integer("max_steps", None, "Cap on the global steps (quick looks).", **fv)
     flags.DEFINE_integer("eval_every", d.eval_every, "0: evaluate per epoch; N: every "
                          "N steps (an 'epoch' is then N steps).", **fv)
@@ -651,6 +679,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         check(name, lambda v: v is None or 0 <= v < 1, f"--{name} must be in [0, 1)")
     check("label_smoothing", lambda v: v is not None and 0 <= v < 1,
           "--label_smoothing must be in [0, 1)")
+    check("g_ema", lambda v: v is not None and 0 <= v < 1, "--g_ema must be in [0, 1)")
     check("pinned_tol", lambda v: v is not None and 0 <= v < 0.5,
           "--pinned_tol must be in [0, 0.5)")
     check("image_dir", lambda v: v is None or os.path.isdir(v),

@@ -403,8 +403,10 @@ def load_generator(path: str, use_best: bool = False
     target = path
     if os.path.abspath(path) == workdir:
         target = os.path.join(workdir, "best" if use_best else "checkpoints")
+    # A run with --g_ema samples from its averaged generator (as its pictures did).
+    key = "generator_ema" if config.get("g_ema") else "generator"
     try:
-        checkpointing.restore_objects(target, {"generator": g})
+        checkpointing.restore_objects(target, {key: g})
     except FileNotFoundError as e:
         raise FileNotFoundError(f"--generator={path!r}: {e}") from e
     call = tf.function(lambda z: g(z, training=False), autograph=False)
