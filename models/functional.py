@@ -81,6 +81,20 @@ MODEL_NAMES = ("dense_example", "qa", "multi_output", "inception", "residual",
                "siamese_lstm", "vision_tower", "separable_convnet")
 
 
+# The models whose train step ran faster under XLA than in graph mode on the project's
+# 2-core CPU (`python -m bench.run`, README): the LSTM's recurrence is a while loop of
+# small ops, which XLA compiles into one kernel (siamese_lstm: 3.05 vs 5.33 ms/step).
+# `--jit=auto` takes XLA for these on CPU (`tfcore.compile.resolve_jit(cpu_xla=...)`).
+CPU_XLA_MODELS = ("siamese_lstm",)
+
+
+def prefers_xla_on_cpu(name: str) -> bool:
+    """Whether `--jit=auto` compiles model `name`'s step with XLA on CPU (measured)."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+    return name in CPU_XLA_MODELS
+
+
 def get_model(name: str) -> Tuple["tf.Module", Any]:
     """A fresh, unbuilt model by registry name and its example input shapes.
 

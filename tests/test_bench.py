@@ -171,3 +171,37 @@ def test_epoch_check_reports_a_config_that_differs_from_the_bench():
     assert diffs[0].startswith("optimizer.learning_rate 0.0099")
     assert diffs[1] == f"{params + 1} parameters vs bench {params}"
     assert diffs[2] == "learning_rate_fn 'wsd (warm-up 200)' vs bench None"
+
+
+def _record(model, mode, samples, jit=False, auto_xla=False, flops_=1e9, rel=1.0):
+    return {"kind": "train_step", "model": model, "mode": mode, "samples_ms": samples,
+            "steps": 1, "median_ms": float(np.median(samples)), "jit": jit,
+            "auto_xla": auto_xla, "flops": flops_, "peak_relative": rel,
+            "ratio_to_best_keras": None, "pct_of_peak": 50.0}
+
+
+def test_paired_ratios_and_jit_tie_in_summary():
+    """Ratios are medians of per-round pairs (a slow round slows both sides alike);
+    --jit=auto agrees when it picks the faster mode or the two are within 5 %."""
+    slow = harness.Timing([10.0, 10.0, 30.0], 1)
+    fast = harness.Timing([5.0, 5.0, 15.0], 1)
+    assert harness.paired_ratio(slow, fast) == 2.0
+    with pytest.raises(ValueError, match="at least one round"):
+        harness.paired_ratio(harness.Timing([], 1), fast)
+    records = [
+        _record("a", "graph", [10.0, 10.0, 40.0]), _record("a", "xla", [5.0, 6.0, 20.0]),
+        _record("b", "graph", [10.0, 10.0, 10.0]), _record("b", "xla", [10.3, 10.2, 10.4]),
+        _record("c", "graph", [4.0, 4.0, 4.0], auto_xla=True),
+        _record("c", "xla", [8.0, 8.0, 8.0], jit=True, auto_xla=True),
+        _record("c", "loop", [2.0, 2.0, 5.0], jit=True, auto_xla=True),
+    ]
+    s = run.summarize(records)
+    jit = {j["model"]: j for j in s["jit_auto"]}
+    assert jit["a"]["xla_over_graph"] == 0.5 and not jit["a"]["agrees"]  # auto: graph
+    assert jit["b"]["tie"] and jit["b"]["agrees"]                          # 2-4 % apart
+    assert jit["c"]["xla_over_graph"] == 2.0 and not jit["c"]["agrees"]   # auto: xla
+    (loop,) = s["loop_speedup"]
+    assert loop["per_step_mode"] == "xla" and loop["speedup"] == 4.0
+    vat = run.summarize([_record("vat_cnn_vat", "graph", [30.0], flops_=2.67e9, rel=3.0),
+                         _record("vat_cnn", "graph", [20.0], rel=1.0)])["vat_ratios"]
+    assert vat[0]["time_ratio"] == 3.0  # peak-relative times, not the raw 30 / 20
