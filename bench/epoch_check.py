@@ -183,7 +183,7 @@ def _autoencoder(name: str, steps_per_epoch: int, epochs: int, batch_size: int,
              + f" --epochs={epochs} --batch_size={batch_size} "
                f"--train_subset={config.train_subset} --num_images=1")
     notes = ([f"set --learning_rate=0.001 --lr_schedule=constant --warmup_steps=0 (the "
-              f"binary's conv default: Adam {autoencoder.CONV_LEARNING_RATE:g}, "
+              f"binary's conv default: Adam {autoencoder.CONV_LEARNING_RATE['transpose']:g}, "
               f"{autoencoder.CONV_SCHEDULE} schedule)"] if conv else [])
     return BinaryRun(
         binary="train.autoencoder", flags=flags,

@@ -82,7 +82,9 @@ def test_config_rejects_bad_combinations():
         binary.Config(model="dense", decoder="upsample").resolved()
     c = binary.Config(model="conv").resolved()
     assert (c.decoder, c.lr_schedule, c.learning_rate) == (
-        "transpose", binary.CONV_SCHEDULE, binary.CONV_LEARNING_RATE)
+        "transpose", binary.CONV_SCHEDULE, 2e-2)
+    assert binary.Config(model="conv", decoder="upsample").resolved().learning_rate == 1e-2
+    assert binary.Config(model="conv", learning_rate=3e-3).resolved().learning_rate == 3e-3
 
 
 @pytest.mark.parametrize("args,flag", [
