@@ -205,3 +205,16 @@ def test_paired_ratios_and_jit_tie_in_summary():
     vat = run.summarize([_record("vat_cnn_vat", "graph", [30.0], flops_=2.67e9, rel=3.0),
                          _record("vat_cnn", "graph", [20.0], rel=1.0)])["vat_ratios"]
     assert vat[0]["time_ratio"] == 3.0  # peak-relative times, not the raw 30 / 20
+
+
+def test_vat_pair_is_timed_in_one_session(tmp_path):
+    records = run.run_bench(models=["vat_cnn_vat", "vat_cnn"], modes=["graph"],
+                            batch_size=8, steps=1, rounds=2, warmup=1, kernels=False,
+                            peak_size=64, log=lambda *_: None)
+    (pair,) = [r for r in records if r["kind"] == "pair"]
+    assert (pair["vat"], pair["plain"], pair["rounds"]) == ("vat_cnn_vat", "vat_cnn", 2)
+    assert pair["time_ratio"] > 1.0 and 2.0 < pair["flop_ratio"] < 3.5
+    s = run.summarize(records)
+    (target,) = [t for t in s["targets"] if "step-time ratio" in t["target"]]
+    assert "paired" in target["target"] and target["value"] == pair["time_ratio"]
+    assert "graph (paired)" in run.markdown(records)
