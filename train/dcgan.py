@@ -19,9 +19,11 @@ by measurement: at 1,200 steps its samples were digits (Frechet distance 37, 30 
 Optimizers: two Adams, `--preset=default` (G and D: lr 2e-4, beta_1 0.5, chosen by
 measurement, see README) or `--preset=writeup` (D: lr 1e-5, beta_1 0.1; G: 2e-4, 0.5);
 --g_learning_rate, --g_beta1, --d_learning_rate, --d_beta1 override them. --g_ema=d
-keeps a moving average of G's weights (`tfcore.gan.ema_update`, decay d after a
-warm-up) beside the trained G: the pictures, quality measures, best checkpoint and
-export use it (checkpointed as `generator_ema`); D trains against the current G.
+(default 0.999; 0 turns it off) keeps a moving average of G's weights
+(`tfcore.gan.ema_update`, decay d after a warm-up) beside the trained G: the pictures,
+quality measures, best checkpoint and export use it (checkpointed as `generator_ema`);
+D trains against the current G. Measured on the same run seed, the average was ahead
+at every epoch (Frechet distance on 2,000 samples after 5 epochs: 10.5 vs 15.9).
 
 Data: MNIST training images padded to 32x32, in [-1, 1] (`--train_limit` keeps the
 first N); the first `--val_examples` test images are the held-out real images of the
@@ -121,7 +123,7 @@ class DCGANConfig:
     d_learning_rate: Optional[float] = None
     d_beta1: Optional[float] = None
     label_smoothing: float = 0.0
-    g_ema: float = 0.0
+    g_ema: float = 0.999
     batch_size: int = 64
     epochs: Optional[int] = 5
     steps: Optional[int] = None
@@ -622,8 +624,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_float("label_smoothing", d.label_smoothing, "One-sided smoothing of "
                        "D's real label.", **fv)
     flags.DEFINE_float("g_ema", d.g_ema, "Decay of a moving average of G's weights "
-                       "used for pictures, quality measures and the export (0: off, "
-                       "the last G; e.g. 0.999).", **fv)
+                       "used for pictures, quality measures and the export (default "
+                       "0.999, chosen by measurement; 0: off, the last G).", **fv)
     flags.DEFINE_integer("max_steps", None, "Cap on the global steps (quick looks).", **fv)
     flags.DEFINE_integer("eval_every", d.eval_every, "0: evaluate per epoch; N: every "
                          "N steps (an 'epoch' is then N steps).", **fv)
