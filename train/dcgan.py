@@ -68,6 +68,9 @@ Stopping: --epochs / --steps / --max_steps (the first reached); early stopping o
 restored; needs --eval_samples > 0); and a stop when D's accuracy (--pinned_monitor,
 default val_d_acc_batch_stats) is within --pinned_tol of 0 or 1 for --pinned_patience
 evaluations in a row (one network has won: training no longer teaches G anything).
+The default tolerance 0.002 (at most 4 of 2,000 held-out real and fake images wrong):
+with 0.01 a healthy split run whose D scored 0.991-0.997 was stopped at epoch 14
+while its Frechet distance was still falling.
 """
 from __future__ import annotations
 
@@ -139,7 +142,7 @@ class DCGANConfig:
     classifier: Optional[str] = None
     fd_patience: int = 0
     pinned_patience: int = 3
-    pinned_tol: float = 0.01
+    pinned_tol: float = 0.002
     pinned_monitor: str = "val_d_acc_batch_stats"
     grid_size: int = 8
     interp_rows: int = 8
