@@ -178,12 +178,21 @@ KILL_SCRIPT = COMMON + textwrap.dedent('''
 
     def killer():
         # SIGKILL ourselves at a random moment after TensorFlow started writing the
-        # shards of ckpt-<target> (its "<prefix>_temp" dir exists until the merge).
-        tmp = os.path.join(wd, "checkpoints", f"ckpt-{target}_temp")
-        while not os.path.exists(tmp) and started[0] <= target + 1:
-            time.sleep(0.0002)
-        time.sleep(random.uniform(0.0, max_delay))
-        print("killing", int(os.path.exists(tmp)), flush=True)
+        # shards of ckpt-<k> (its "<prefix>_temp" dir exists until the merge), k >= target.
+        # A fast disk may finish a save inside the random delay: then try the next
+        # checkpoint with half the delay, so the kill always lands mid-write.
+        delay, k = max_delay, target
+        for _ in range(40):
+            tmp = os.path.join(wd, "checkpoints", f"ckpt-{k}_temp")
+            while not os.path.exists(tmp) and started[0] <= k + 1:
+                time.sleep(0.0002)
+            time.sleep(random.uniform(0.0, delay))
+            if os.path.exists(tmp):
+                print("killing", k, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            delay /= 2
+            k = max(k + 1, started[0] + 1)  # the next save that has not begun
+        print("never caught a save in progress", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=killer, daemon=True).start()
@@ -203,7 +212,9 @@ def test_sigkill_during_save_leaves_a_restorable_checkpoint(tmp_path):
     out = subprocess.run([sys.executable, str(script), str(wd), str(n_big), str(target),
                           "0.02"], env=_env(), capture_output=True, text=True, timeout=240)
     assert out.returncode == -signal.SIGKILL, out.stderr[-3000:]
-    assert "killing 1" in out.stdout  # it died while ckpt-<target> was being written
+    # it died while ckpt-<target> was being written
+    assert out.stdout.startswith("killing "), out.stdout
+    target = int(out.stdout.split()[1])
     leftovers = sorted(os.listdir(wd / "checkpoints"))
 
     # Restore into fresh objects: the newest COMPLETE checkpoint wins.
