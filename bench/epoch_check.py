@@ -206,11 +206,13 @@ def _dcgan(name: str, steps_per_epoch: int, epochs: int, batch_size: int, mnist,
     bench_step = {**_defaults(dcgan_model.make_train_step), "d_batch": "split"}
     settings = {k: (getattr(config, k), bench_step[k])
                 for k in ("order", "d_steps", "d_batch", "label_smoothing")}
-    # bench.run: Generator(), Discriminator() with their defaults.
+    # bench.run: Generator(latent_dim=DEFAULT_LATENT_DIM), Discriminator(), else their
+    # defaults.
     g_defaults = _defaults(dcgan_model.Generator.__init__)
     d_defaults = _defaults(dcgan_model.Discriminator.__init__)
     settings["generator"] = (config.generator, g_defaults["upsampling"])
-    settings["latent_dim"] = (config.latent_dim or None, g_defaults["latent_dim"])
+    settings["latent_dim"] = (config.latent_dim or None,
+                              dcgan_model.DEFAULT_LATENT_DIM)
     settings["d_batchnorm"] = (config.d_batchnorm, d_defaults["batchnorm"])
 
     def num_params(metrics) -> int:

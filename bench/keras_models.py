@@ -11,7 +11,7 @@ the bench compares like with like:
 | vat_cnn_vat[_dropout] | the same + VAT (xi=10, eps=1, one power iteration)           |
 | dense_ae[_tied/_small]| 784-625(sigmoid)-784 (tied: decoder = encoder kernel^T; small: 32 relu), BCE from logits, Adam(1e-3) |
 | conv_ae[_upsample]    | 16-8-8 conv AE, Conv2DTranspose (or UpSampling2D) decoder, BCE from logits, Adam(1e-3) |
-| dcgan, dcgan_mixed    | the write-up's G and D (BN in D), D step (split or mixed) then G step, two Adam(2e-4, 0.5) |
+| dcgan, dcgan_mixed    | the write-up's G (flat latent of 30 as train.dcgan) and D (BN in D), D step (split or mixed) then G step, two Adam(2e-4, 0.5) |
 | separable_convnet, residual, qa, siamese_lstm, multi_output | the functional-API models of models/functional.py, Adam(1e-3), their CE / BCE (multi_output: the three weighted losses) |
 
 `build(name, data, jit_compile)` returns a `KerasSetup` whose `run(n)` performs n
@@ -179,10 +179,12 @@ class Autoencoder(keras.Model):
 
 
 # -- DCGAN -----------------------------------------------------------------------------
-def dcgan_generator() -> keras.Sequential:
-    """z [4, 4, 4] -> 32x32x1 in [-1, 1]: Conv64 - (Up - Conv128 - BN - ELU) x 2 - Up - Conv1(5) tanh."""
-    return keras.Sequential([
-        keras.Input((4, 4, 4)),
+def dcgan_generator(latent_dim: Optional[int] = None) -> keras.Sequential:
+    """z -> 32x32x1 in [-1, 1]: [Dense(64) - Reshape 4x4x4] - Conv64 - (Up - Conv128 - BN
+    - ELU) x 2 - Up - Conv1(5) tanh; z [4, 4, 4], or [latent_dim] projected."""
+    head = ([keras.Input((latent_dim,)), layers.Dense(4 * 4 * 4), layers.Reshape((4, 4, 4))]
+            if latent_dim else [keras.Input((4, 4, 4))])
+    return keras.Sequential(head + [
         layers.Conv2D(64, 3, padding="same"),
         layers.UpSampling2D(2), layers.Conv2D(128, 3, padding="same"),
         layers.BatchNormalization(), layers.Activation("elu"),
@@ -207,9 +209,11 @@ def dcgan_discriminator() -> keras.Sequential:
 class DCGAN(keras.Model):
     """Keras's DCGAN-example pattern: one D step (split or mixed batch), then one G step."""
 
-    def __init__(self, mixed: bool = False, seed: int = 0, **kwargs):
+    def __init__(self, mixed: bool = False, seed: int = 0, latent_dim: Optional[int] = None,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.generator = dcgan_generator()
+        self.generator = dcgan_generator(latent_dim)
+        self.z_shape = [latent_dim] if latent_dim else [4, 4, 4]
         self.discriminator = dcgan_discriminator()
         self.mixed = mixed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -229,7 +233,7 @@ class DCGAN(keras.Model):
         real = data[0]
         batch = tf.shape(real)[0]
         bce = tf.nn.sigmoid_cross_entropy_with_logits
-        z = keras.random.uniform(tf.stack([batch, 4, 4, 4]), -1.0, 1.0,
+        z = keras.random.uniform(tf.stack([batch] + self.z_shape), -1.0, 1.0,
                                  seed=self.seed_generator)
         fake = self.generator(z, training=True)
         d_vars = self.discriminator.trainable_variables
@@ -243,7 +247,7 @@ class DCGAN(keras.Model):
             d_loss = (tf.reduce_mean(bce(tf.ones_like(real_logits), real_logits))
                       + tf.reduce_mean(bce(tf.zeros_like(fake_logits), fake_logits)))
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
-        z = keras.random.uniform(tf.stack([batch, 4, 4, 4]), -1.0, 1.0,
+        z = keras.random.uniform(tf.stack([batch] + self.z_shape), -1.0, 1.0,
                                  seed=self.seed_generator)
         g_vars = self.generator.trainable_variables
         with tf.GradientTape() as tape:
@@ -356,7 +360,9 @@ def _make(name: str, seed: int) -> Tuple[keras.Model, Callable[[], Dict[str, Any
         kind = "conv_transpose" if name == "conv_ae" else "conv_upsample"
         return Autoencoder(kind), lambda: {"optimizer": keras.optimizers.Adam(1e-3)}
     if name in ("dcgan", "dcgan_mixed"):
-        return (DCGAN(mixed=name == "dcgan_mixed", seed=seed),
+        from models.dcgan import DEFAULT_LATENT_DIM  # train.dcgan's default (30)
+        return (DCGAN(mixed=name == "dcgan_mixed", seed=seed,
+                      latent_dim=DEFAULT_LATENT_DIM),
                 lambda: {"d_optimizer": keras.optimizers.Adam(2e-4, beta_1=0.5),
                          "g_optimizer": keras.optimizers.Adam(2e-4, beta_1=0.5)})
     if name in FUNCTIONAL:

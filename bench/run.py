@@ -121,7 +121,9 @@ def _autoencoder(kind: str, **kwargs):
 def _dcgan(d_batch: str):
     def build(n: int, rng) -> TfcoreSetup:
         from models import dcgan
-        g, d = dcgan.Generator(), dcgan.Discriminator()
+        # The binary's default networks (a flat latent of 30, BN in D).
+        g = dcgan.Generator(latent_dim=dcgan.DEFAULT_LATENT_DIM)
+        d = dcgan.Discriminator()
         dcgan.build(g, d)
         g_opt, d_opt = dcgan.make_optimizers("default")
         step = dcgan.make_train_step(g, d, g_opt, d_opt, d_batch=d_batch)

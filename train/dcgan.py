@@ -114,7 +114,7 @@ class DCGANConfig:
     `eval_samples` / `final_eval_samples` / `fd_patience` / `pinned_patience`: off.
     """
     generator: str = "upsample"
-    latent_dim: int = 30
+    latent_dim: int = dcgan.DEFAULT_LATENT_DIM
     d_batchnorm: bool = True
     d_dense_units: int = 2048
     d_batch: str = "split"
