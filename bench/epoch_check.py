@@ -72,10 +72,8 @@ as `.md`.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import inspect
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -476,17 +474,7 @@ def main(argv):
                             peak_size=f.peak_size, seed=f.seed)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
-    load1 = os.getloadavg()
-    context = {
-        "Date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "Machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "Load average (1 min) at start / end": f"{load0[0]:.1f} / {load1[0]:.1f}",
-        "Wall time": f"{time.time() - t0:.0f} s"}
-    report = markdown(records, command, context)
-    print(report)
-    if f.out:
-        md = bench_run.write(records, f.out, report)
-        print(f"wrote {f.out} and {md}")
+    bench_run.publish(records, command, load0, t0, markdown, f.out)
     return 0
 
 

@@ -704,6 +704,25 @@ def write(records: List[Dict[str, Any]], out: str, report: str) -> str:
     return md
 
 
+def publish(records: List[Dict[str, Any]], command: str, load0: Sequence[float],
+            t0: float, markdown_fn: Callable[..., str], out: Optional[str]) -> str:
+    """Prints the report `markdown_fn(records, command, context)` of a run that started
+    at `t0` (time.time()) with load average `load0`; with `out`, writes the JSON there
+    and the report next to it. Returns the report."""
+    load1 = os.getloadavg()
+    context = {
+        "Date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "Machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "Load average (1 min) at start / end": f"{load0[0]:.1f} / {load1[0]:.1f}",
+        "Wall time": f"{time.time() - t0:.0f} s"}
+    report = markdown_fn(records, command, context)
+    print(report)
+    if out:
+        md = write(records, out, report)
+        print(f"wrote {out} and {md}")
+    return report
+
+
 # -- CLI -------------------------------------------------------------------------------
 def _define_flags():
     from absl import flags
@@ -763,17 +782,7 @@ def main(argv):
         raise SystemExit(f"error: {e}")
     if records is None:
         return 0
-    load1 = os.getloadavg()
-    context = {
-        "Date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "Machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "Load average (1 min) at start / end": f"{load0[0]:.1f} / {load1[0]:.1f}",
-        "Wall time": f"{time.time() - t0:.0f} s"}
-    report = markdown(records, command, context)
-    print(report)
-    if f.out:
-        md = write(records, f.out, report)
-        print(f"wrote {f.out} and {md}")
+    publish(records, command, load0, t0, markdown, f.out)
     return 0
 
 

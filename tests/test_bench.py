@@ -5,6 +5,8 @@ markdown report, and a smoke run of bench.epoch_check (bench vs train.autoencode
 import dataclasses
 import json
 import math
+import os
+import time
 
 import numpy as np
 import pytest
@@ -85,7 +87,10 @@ def test_bench_smoke_writes_records_and_report(tmp_path):
                             modes=["graph", "keras_graph"], batch_size=8, steps=2,
                             rounds=2, warmup=1, kernels=False, log=lambda s: None)
     out = tmp_path / "bench.json"
-    md = run.write(records, str(out), run.markdown(records, "test"))
+    report = run.publish(records, "test", os.getloadavg(), time.time(), run.markdown,
+                         str(out))
+    md = tmp_path / "bench.md"
+    assert md.read_text() == report and "Load average (1 min) at start / end" in report
     loaded = json.loads(out.read_text())
     assert [(r["model"], r["mode"]) for r in loaded] == [
         ("dense_ae_small", "graph"), ("dense_ae_small", "keras_graph"),
