@@ -581,6 +581,8 @@ def train_and_evaluate(config: DCGANConfig, workdir: str, *, mnist=None,
                  result["frechet_distance"], result["real_frechet_distance"],
                  result["classes_covered"])
     if c.export:
+        # The results first: a failing export must not lose the final evaluation.
+        metrics_io.write_metrics(workdir, metrics)
         spec = tf.TensorSpec([None, *latent], tf.float32, name="z")
         metrics["saved_model"] = export.export_saved_model(
             sampler, os.path.join(workdir, "saved_model"), spec,
