@@ -120,6 +120,19 @@ def test_semi_supervised_run(tmp_path, small_mnist):
                                              progress=False), None, data=small_mnist)
 
 
+def test_lr_decay_fraction_decays_the_rate_linearly_at_the_end(tmp_path, small_mnist):
+    """--lr_decay_fraction=0.5 over 4 steps: 1e-3 for t = 0, 1, 2, then 5e-4 at t = 3."""
+    cfg = vat.VatConfig(preset="official", num_labeled=20, labeled_batch_size=8,
+                        unlabeled_batch_size=32, steps=4, train_limit=128,
+                        lr_decay_fraction=0.5, progress=False, jit="off")
+    m = vat.train_and_evaluate(cfg, str(tmp_path / "decay"), data=small_mnist)
+    assert m["steps_per_epoch"] == 4 and m["config"]["lr_decay_fraction"] == 0.5
+    # One epoch: its logged rate is the mean of the four steps' rates.
+    assert m["history"]["learning_rate"] == [pytest.approx((3 * 1e-3 + 5e-4) / 4)]
+    with pytest.raises(ValueError, match="--lr_decay_fraction must be in"):
+        vat.VatConfig(lr_decay_fraction=-0.1).resolved()
+
+
 def _flag_values():
     fv = flags.FlagValues()
     vat.define_flags(fv)
@@ -131,7 +144,8 @@ def _flag_values():
     ("--power_iterations=-1", "--power_iterations"), ("--vat_weight=-0.5", "--vat_weight"),
     ("--labeled_batch_size=0", "--labeled_batch_size"), ("--batch_size=0", "--batch_size"),
     ("--optimizer=lbfgs", "--optimizer"), ("--val_size=-3", "--val_size"),
-    ("--preset=paper", "preset"), ("--split_seed=-1", "--split_seed")])
+    ("--preset=paper", "preset"), ("--split_seed=-1", "--split_seed"),
+    ("--lr_decay_fraction=1.5", "--lr_decay_fraction")])
 def test_bad_flags_rejected(arg, name):
     fv = _flag_values()
     with pytest.raises(flags.Error, match=name):

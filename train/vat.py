@@ -64,7 +64,7 @@ from absl import app, flags
 from models import vat_cnn
 from tfcore import callbacks as tfcallbacks
 from tfcore import data as tfdata
-from tfcore import distribute, export, loop, metrics_io, optimizers
+from tfcore import distribute, export, loop, lr_schedule, metrics_io, optimizers
 from train import flags as common
 
 FLAGS = common.FLAGS
@@ -100,6 +100,7 @@ class VatConfig:
     batch_size: int = 128
     optimizer: Optional[str] = None
     learning_rate: Optional[float] = None
+    lr_decay_fraction: float = 0.0
     seed: int = 0
     split_seed: int = 0
     data_dir: Optional[str] = None
@@ -145,6 +146,11 @@ class VatConfig:
         _check_real(self.eps, "eps", allow_zero=True, allow_none=True)
         _check_real(self.vat_weight, "vat_weight", allow_zero=True)
         _check_real(self.learning_rate, "learning_rate", allow_zero=False, allow_none=True)
+        if (isinstance(self.lr_decay_fraction, bool)
+                or not isinstance(self.lr_decay_fraction, (int, float))
+                or not 0.0 <= self.lr_decay_fraction <= 1.0):
+            raise ValueError(f"--lr_decay_fraction must be in [0, 1], got "
+                             f"{self.lr_decay_fraction!r}")
         _check_int(self.power_iterations, "power_iterations", low=0)
         _check_int(self.num_labeled, "num_labeled", low=0)
         if self.num_labeled % NUM_CLASSES:
@@ -381,6 +387,12 @@ def train_and_evaluate(config: VatConfig, workdir: Optional[str], *, data=None,
         model, opt, vat=config.vat, xi=config.xi, eps=config.eps,
         power_iterations=config.power_iterations, vat_weight=config.vat_weight,
         entmin=config.entmin, shared_dropout_mask=config.shared_dropout_mask)
+    if config.lr_decay_fraction:
+        # Constant, then linear decay to 0 over the run's last lr_decay_fraction (the
+        # VAT paper's schedule), from the optimizer's step count (exact on resume).
+        total = config.steps or config.epochs * source.steps_per_epoch
+        step_fn = lr_schedule.scheduled_step(step_fn, opt, lr_schedule.make_learning_rate_fn(
+            "wsd", config.learning_rate, total, decay_fraction=config.lr_decay_fraction))
     metric_fn = vat_cnn.make_eval_metrics(model)
     # The VAT step and metrics have no Python control flow on tensors: tracing without
     # AutoGraph's source conversion is ~6x faster (7.2 s -> 1.2 s on 2 CPU cores, see
@@ -467,6 +479,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer("power_iterations", d.power_iterations, "Power iterations K.",
                          **fv)
     flags.DEFINE_float("vat_weight", d.vat_weight, "Weight of the VAT term.", **fv)
+    flags.DEFINE_float("lr_decay_fraction", d.lr_decay_fraction, "Decay the learning "
+                       "rate linearly to 0 over this last share of the run's steps (the "
+                       "VAT paper's schedule); 0: constant.", **fv)
     flags.DEFINE_boolean("entmin", d.entmin, "Add the entropy of the unlabeled "
                          "predictions (VAT + EntMin).", **fv)
     flags.DEFINE_boolean("shared_dropout_mask", d.shared_dropout_mask, "Same dropout "
@@ -504,6 +519,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
           "--power_iterations must be >= 0")
     check("vat_weight", lambda v: v is not None and finite(v) and v >= 0,
           "--vat_weight must be >= 0")
+    check("lr_decay_fraction", lambda v: v is not None and 0 <= v <= 1,
+          "--lr_decay_fraction must be in [0, 1]")
     check("num_labeled", lambda v: v is not None and v >= 0 and v % NUM_CLASSES == 0,
           f"--num_labeled must be 0 or a positive multiple of {NUM_CLASSES}")
     for name in ("labeled_batch_size", "unlabeled_batch_size", "eval_batch_size",
