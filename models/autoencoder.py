@@ -55,6 +55,7 @@ import tensorflow as tf
 import tfcore
 from tfcore import activations, distribute, losses
 from tfcore.layer import Layer, check_positive_int
+from tfcore import lr_schedule
 from tfcore.lr_schedule import SCHEDULES, make_learning_rate_fn  # noqa: F401 (re-exported)
 from tfcore.tied_dense import TiedDense
 
@@ -292,11 +293,6 @@ def make_train_step(model: _Autoencoder, optimizer, noise_factor: float = 0.0,
     def step_fn(batch, seed):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         inputs = add_noise(x, noise_factor, seed)
-        logs = {}
-        if learning_rate_fn is not None:
-            rate = learning_rate_fn(optimizer.iterations)
-            optimizer.learning_rate.assign(rate)
-            logs["learning_rate"] = tf.identity(rate)
         with tf.GradientTape() as tape:
             logits = model.logits(inputs, training=True)
             per_example = reconstruction_loss(x, logits)
@@ -304,11 +300,14 @@ def make_train_step(model: _Autoencoder, optimizer, noise_factor: float = 0.0,
         grads = distribute.gradients(tape, loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
         mse = losses.mean_squared_error(x, tf.math.sigmoid(logits))
-        return {"loss": tf.reduce_mean(per_example), "mse": mse, **logs}
+        return {"loss": tf.reduce_mean(per_example), "mse": mse}
 
     # No tensor-dependent Python control flow here: skipping AutoGraph's conversion
     # of the step and everything it calls cuts tracing time several-fold.
-    return tf.autograph.experimental.do_not_convert(step_fn)
+    step_fn = tf.autograph.experimental.do_not_convert(step_fn)
+    if learning_rate_fn is not None:
+        return lr_schedule.scheduled_step(step_fn, optimizer, learning_rate_fn)
+    return step_fn
 
 
 def make_metrics_fn(model: _Autoencoder) -> Callable:
