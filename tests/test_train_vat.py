@@ -133,6 +133,31 @@ def test_lr_decay_fraction_decays_the_rate_linearly_at_the_end(tmp_path, small_m
         vat.VatConfig(lr_decay_fraction=-0.1).resolved()
 
 
+def test_early_stopping_tests_the_best_epochs_weights(tmp_path, small_mnist):
+    """--early_stopping_patience=1: epoch 1 starts from zeroed weights (a model that
+    cannot learn: every ReLU is dead), so the validation accuracy drops, training stops
+    after epoch 1, and the final test uses epoch 0's weights again."""
+    class ZeroWeightsAtEpoch1(tfcallbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                for v in self.loop.model_variables().values():
+                    v.assign(tf.zeros_like(v))
+
+    cfg = vat.VatConfig(vat=False, batch_size=32, epochs=4, val_size=64,
+                        early_stopping_patience=1, test_each_epoch=True, progress=False,
+                        jit="off", preset="official")
+    m = vat.train_and_evaluate(cfg, str(tmp_path / "es"), data=small_mnist,
+                               callbacks=[ZeroWeightsAtEpoch1()])
+    val, test = m["history"]["val_accuracy"], m["history"]["test_accuracy"]
+    assert len(val) == 2 and val[1] < val[0]  # stopped after epoch 1 of 4
+    assert m["early_stopping"] == {"best_epoch": 0, "best_val_accuracy": val[0],
+                                   "stopped_epoch": 1}
+    assert test[1] != test[0]
+    assert m["test_accuracy"] == pytest.approx(test[0], abs=1e-7)
+    with pytest.raises(ValueError, match="--early_stopping_patience=2 needs a validation"):
+        vat.VatConfig(early_stopping_patience=2).resolved()
+
+
 def _flag_values():
     fv = flags.FlagValues()
     vat.define_flags(fv)
@@ -145,7 +170,8 @@ def _flag_values():
     ("--labeled_batch_size=0", "--labeled_batch_size"), ("--batch_size=0", "--batch_size"),
     ("--optimizer=lbfgs", "--optimizer"), ("--val_size=-3", "--val_size"),
     ("--preset=paper", "preset"), ("--split_seed=-1", "--split_seed"),
-    ("--lr_decay_fraction=1.5", "--lr_decay_fraction")])
+    ("--lr_decay_fraction=1.5", "--lr_decay_fraction"),
+    ("--early_stopping_patience=-1", "--early_stopping_patience")])
 def test_bad_flags_rejected(arg, name):
     fv = _flag_values()
     with pytest.raises(flags.Error, match=name):

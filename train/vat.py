@@ -28,7 +28,11 @@ anything. --val_size=N holds out N training images (before the labeled subset is
 drawn) as the per-epoch validation set (`val_loss`, `val_accuracy` in the history),
 the one to use for choosing hyperparameters. The default 0 trains on all 60,000
 images, the write-up's protocol. --test_each_epoch adds the test metrics to every
-epoch's log (a learning curve for reports, not for selection).
+epoch's log (a learning curve for reports, not for selection). With a validation set,
+--early_stopping_patience=N stops after N epochs without a better validation accuracy
+and tests (and exports) the best epoch's weights; `early_stopping` in metrics.json
+says which epoch (its state restarts on --resume). --lr_decay_fraction=f decays the
+rate linearly to 0 over the run's last share f (the VAT paper's schedule).
 
 Seeds: --split_seed (default 0) alone chooses the held-out validation images and the
 labeled subset (`split_indices`), so runs that differ only in --seed (an ensemble's
@@ -101,6 +105,7 @@ class VatConfig:
     optimizer: Optional[str] = None
     learning_rate: Optional[float] = None
     lr_decay_fraction: float = 0.0
+    early_stopping_patience: int = 0
     seed: int = 0
     split_seed: int = 0
     data_dir: Optional[str] = None
@@ -164,8 +169,11 @@ class VatConfig:
                 _check_int(getattr(self, name), name, low=1)
         if self.epochs is None and self.steps is None:
             raise ValueError("give --epochs or --steps (a positive integer), got neither")
-        for name in ("val_size", "train_limit", "test_limit"):
+        for name in ("val_size", "train_limit", "test_limit", "early_stopping_patience"):
             _check_int(getattr(self, name), name, low=0)
+        if self.early_stopping_patience and not self.val_size:
+            raise ValueError(f"--early_stopping_patience={self.early_stopping_patience} "
+                             f"needs a validation set (--val_size > 0), got --val_size=0")
         _check_int(self.seed, "seed", low=None)
         _check_int(self.split_seed, "split_seed", low=0)
         if self.optimizer is not None and (not isinstance(self.optimizer, str) or
@@ -406,6 +414,14 @@ def train_and_evaluate(config: VatConfig, workdir: Optional[str], *, data=None,
 
     timer = tfcallbacks.EpochTimer()  # first, so its batch hook runs before the others'
     cbs = [timer] + ([TestMonitor(test_fn)] if config.test_each_epoch else [])
+    stopper = None
+    if config.early_stopping_patience:
+        # Stop when the validation accuracy has not improved for N epochs and put the
+        # best epoch's weights back before the test (and the export).
+        stopper = tfcallbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=config.early_stopping_patience,
+            restore_best_weights=True)
+        cbs.append(stopper)
 
     start = time.perf_counter()
     history = loop.fit(step_fn, source, objects={"model": model, "optimizer": opt},
@@ -431,6 +447,11 @@ def train_and_evaluate(config: VatConfig, workdir: Optional[str], *, data=None,
         "steps_per_second": steps_per_second,
         "steps_per_epoch": source.steps_per_epoch,
         "train_seconds": train_seconds,
+        # With --early_stopping_patience: the epoch (0-based) whose weights were
+        # tested and exported, and the epoch it stopped after (0: ran to the end).
+        "early_stopping": ({"best_epoch": stopper.best_epoch, "best_val_accuracy":
+                            stopper.best, "stopped_epoch": stopper.stopped_epoch}
+                           if stopper else None),
         "num_params": model.count_params(),
         "num_train": len(x_train),
         "num_test": len(x_test),
@@ -479,6 +500,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer("power_iterations", d.power_iterations, "Power iterations K.",
                          **fv)
     flags.DEFINE_float("vat_weight", d.vat_weight, "Weight of the VAT term.", **fv)
+    flags.DEFINE_integer("early_stopping_patience", d.early_stopping_patience, "Stop "
+                         "after N epochs without a better validation accuracy and test "
+                         "the best epoch's weights (needs --val_size); 0: off.", **fv)
     flags.DEFINE_float("lr_decay_fraction", d.lr_decay_fraction, "Decay the learning "
                        "rate linearly to 0 over this last share of the run's steps (the "
                        "VAT paper's schedule); 0: constant.", **fv)
@@ -519,6 +543,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
           "--power_iterations must be >= 0")
     check("vat_weight", lambda v: v is not None and finite(v) and v >= 0,
           "--vat_weight must be >= 0")
+    check("early_stopping_patience", lambda v: v is not None and v >= 0,
+          "--early_stopping_patience must be >= 0")
     check("lr_decay_fraction", lambda v: v is not None and 0 <= v <= 1,
           "--lr_decay_fraction must be in [0, 1]")
     check("num_labeled", lambda v: v is not None and v >= 0 and v % NUM_CLASSES == 0,
