@@ -420,3 +420,10 @@ def test_autograph_off_gives_identical_results(spc):
                       objects={}, autograph=bad, progress=False)
         with pytest.raises(ValueError, match="autograph must be a bool"):
             loop.make_eval_fn(lambda b: {"v": b[0][:, 0]}, (xv, yv), 4, autograph=bad)
+
+
+def test_total_steps_is_the_first_limit_reached():
+    assert loop.total_steps(3, None, 10) == 30
+    assert loop.total_steps(None, 7, 10) == 7
+    assert loop.total_steps(3, 25, 10) == 25
+    assert loop.total_steps(1, 50, 4) == 4

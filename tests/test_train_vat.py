@@ -2,6 +2,7 @@
 MNIST subset (metrics.json, checkpoint, resume, SavedModel), the semi-supervised data
 order and run, flag/config validation (in process and through the binary), and the
 table's formatting."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -128,6 +129,11 @@ def test_lr_decay_fraction_decays_the_rate_linearly_at_the_end(tmp_path, small_m
     m = vat.train_and_evaluate(cfg, str(tmp_path / "decay"), data=small_mnist)
     assert m["steps_per_epoch"] == 4 and m["config"]["lr_decay_fraction"] == 0.5
     # One epoch: its logged rate is the mean of the four steps' rates.
+    assert m["history"]["learning_rate"] == [pytest.approx((3 * 1e-3 + 5e-4) / 4)]
+    # The schedule spans the run the loop makes: 1 epoch of 4 steps before --steps=50.
+    m = vat.train_and_evaluate(dataclasses.replace(cfg, epochs=1, steps=50),
+                               str(tmp_path / "decay_epochs"), data=small_mnist)
+    assert m["step"] == 4
     assert m["history"]["learning_rate"] == [pytest.approx((3 * 1e-3 + 5e-4) / 4)]
     with pytest.raises(ValueError, match="--lr_decay_fraction must be in"):
         vat.VatConfig(lr_decay_fraction=-0.1).resolved()

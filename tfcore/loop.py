@@ -186,6 +186,13 @@ def step_seed(seed, step) -> tf.Tensor:
                                                     alg="philox")
 
 
+def total_steps(epochs: Optional[int], steps: Optional[int], steps_per_epoch: int) -> int:
+    """The global steps a run of `epochs` epochs or `steps` steps (whichever comes
+    first; either may be None) makes: what `Loop.fit` trains for, and the length a
+    learning-rate schedule must span."""
+    return min(x for x in (epochs and epochs * steps_per_epoch, steps) if x)
+
+
 def _check_pos_int(value, what: str, allow_none: bool = False):
     if value is None and allow_none:
         return None
@@ -557,7 +564,7 @@ class Loop:
         if epochs is None and steps is None:
             raise ValueError("give epochs or steps (a positive integer), got neither")
         spe = self.steps_per_epoch
-        total = min(x for x in (epochs and epochs * spe, steps) if x)
+        total = total_steps(epochs, steps, spe)
         self.total_steps = total
         self.epochs = -(-total // spe)
         given_seed = int(self.seed.numpy())

@@ -255,7 +255,7 @@ def train_and_evaluate(config: Config, workdir: str, strategy=None) -> Dict[str,
         opt = tfcore.optimizers.get(c.optimizer, learning_rate=c.learning_rate)
         opt.build(model.trainable_variables)
     spe = len(x_train) // c.batch_size
-    total = min(x for x in (c.steps, c.epochs and c.epochs * spe) if x)
+    total = loop.total_steps(c.epochs, c.steps, spe)
     lr_fn = None
     # The conv default's 200 warm-up steps are meant for 10,000-step runs: a short run
     # warms up over its first tenth instead (an explicit --warmup_steps is validated

@@ -398,7 +398,7 @@ def train_and_evaluate(config: VatConfig, workdir: Optional[str], *, data=None,
     if config.lr_decay_fraction:
         # Constant, then linear decay to 0 over the run's last lr_decay_fraction (the
         # VAT paper's schedule), from the optimizer's step count (exact on resume).
-        total = config.steps or config.epochs * source.steps_per_epoch
+        total = loop.total_steps(config.epochs, config.steps, source.steps_per_epoch)
         step_fn = lr_schedule.scheduled_step(step_fn, opt, lr_schedule.make_learning_rate_fn(
             "wsd", config.learning_rate, total, decay_fraction=config.lr_decay_fraction))
     metric_fn = vat_cnn.make_eval_metrics(model)
