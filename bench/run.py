@@ -200,6 +200,12 @@ class ModelSpec:
     cpu_xla: bool = False  # the model's measured --jit=auto choice on CPU
 
 
+def _functional_spec(name: str, batch_size: int, description: str) -> ModelSpec:
+    """A functional-API model's spec, with its measured --jit=auto choice on CPU."""
+    return ModelSpec(_functional(name), batch_size, description,
+                     cpu_xla=functional_models.prefers_xla_on_cpu(name))
+
+
 MODELS: Dict[str, ModelSpec] = {
     "vat_cnn": ModelSpec(_vat_cnn(False, False), 128, "VAT write-up CNN, plain CE step"),
     "vat_cnn_dropout": ModelSpec(_vat_cnn(True, False), 128, "the CNN with dropout"),
@@ -221,19 +227,13 @@ MODELS: Dict[str, ModelSpec] = {
     "dcgan": ModelSpec(_dcgan("split"), 64, "DCGAN D step (split real/fake) + G step"),
     "dcgan_mixed": ModelSpec(_dcgan("mixed"), 64, "DCGAN D step (mixed batch) + G step"),
     # functional-API models (issue 4), Adam(1e-3)
-    "separable_convnet": ModelSpec(_functional("separable_convnet"), 32,
-                                   "6 SeparableConv2D, 64x64x3, CE",
-                                   cpu_xla=functional_models.prefers_xla_on_cpu(
-                                       "separable_convnet")),
-    "residual": ModelSpec(_functional("residual"), 8, "3 residual blocks, 32x32x3, CE",
-                          cpu_xla=functional_models.prefers_xla_on_cpu("residual")),
-    "qa": ModelSpec(_functional("qa"), 64, "two-input Embedding+LSTM QA, CE",
-                    cpu_xla=functional_models.prefers_xla_on_cpu("qa")),
-    "siamese_lstm": ModelSpec(_functional("siamese_lstm"), 64, "shared LSTM(32), BCE",
-                              cpu_xla=functional_models.prefers_xla_on_cpu("siamese_lstm")),
-    "multi_output": ModelSpec(_functional("multi_output"), 8,
-                              "Embedding+Conv1D, three heads, weighted losses",
-                              cpu_xla=functional_models.prefers_xla_on_cpu("multi_output")),
+    "separable_convnet": _functional_spec("separable_convnet", 32,
+                                          "6 SeparableConv2D, 64x64x3, CE"),
+    "residual": _functional_spec("residual", 8, "3 residual blocks, 32x32x3, CE"),
+    "qa": _functional_spec("qa", 64, "two-input Embedding+LSTM QA, CE"),
+    "siamese_lstm": _functional_spec("siamese_lstm", 64, "shared LSTM(32), BCE"),
+    "multi_output": _functional_spec("multi_output", 8,
+                                     "Embedding+Conv1D, three heads, weighted losses"),
 }
 FUNCTIONAL_MODELS = ("separable_convnet", "residual", "qa", "siamese_lstm", "multi_output")
 # residual (16 GFLOP/step even at batch 8) and multi_output run with --models=...
