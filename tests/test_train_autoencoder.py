@@ -162,3 +162,12 @@ def test_ae_table_search_ranks_on_validation(tmp_path, mnist_dir):
     assert "| last 30% |" in md and "| last 50% |" in md
     assert json.loads((tmp_path / "search.json").read_text())[0]["val_bce"] == \
         pytest.approx(rows[0]["val_bce"])
+
+
+def test_flag_choices_match_the_library():
+    """train.autoencoder spells its enum choices out (parsing flags imports no
+    TensorFlow); they must stay the library's."""
+    from models import autoencoder as ae_model
+    from tfcore import lr_schedule
+    assert binary.SCHEDULES == lr_schedule.SCHEDULES
+    assert binary.DECODERS == ae_model.DECODERS
