@@ -48,14 +48,13 @@ the step (no retracing, exact on resume).
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import tensorflow as tf
 
 import tfcore
-from tfcore import activations, distribute, losses
+from tfcore import activations, distribute, losses, lr_schedule
 from tfcore.layer import Layer, check_positive_int
-from tfcore import lr_schedule
 from tfcore.lr_schedule import SCHEDULES, make_learning_rate_fn  # noqa: F401 (re-exported)
 from tfcore.tied_dense import TiedDense
 
