@@ -52,6 +52,7 @@ from tfcore.dropout import Dropout
 from tfcore.flatten import Flatten
 from tfcore.layer import call_accepts, check_positive_int
 from tfcore.max_pool2d import MaxPool2D
+from tfcore.random_translate import random_translate
 from tfcore.sequential import Sequential
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -61,6 +62,7 @@ NUM_CLASSES = 10
 _LABELED_STREAM = 1        # dropout of the labeled pass (semi-supervised batches)
 _UNLABELED_STREAM = 2      # dropout of the clean unlabeled pass (and shared perturbed ones)
 _DIRECTION_STREAM = 3      # VAT's initial direction d ~ N(0, I)
+_TRANSLATE_STREAM = 4      # random shifts of the labeled (or only) batch; + 1: unlabeled
 _INDEPENDENT_STREAM = 100  # + k: the k-th perturbed pass with shared_dropout_mask=False
 
 
@@ -182,8 +184,8 @@ def _replicas() -> int:
 
 def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float = 10.0,
                     eps: float = 1.0, power_iterations: int = 1, vat_weight: float = 1.0,
-                    entmin: bool = False, shared_dropout_mask: bool = True
-                    ) -> Callable[..., Dict[str, tf.Tensor]]:
+                    entmin: bool = False, shared_dropout_mask: bool = True,
+                    translate: int = 0) -> Callable[..., Dict[str, tf.Tensor]]:
     """The (uncompiled) train step `step_fn(batch, seed) -> {name: scalar}`.
 
     The caller compiles it (`tfcore.loop.fit` does, per `--jit`; a benchmark may wrap
@@ -208,6 +210,10 @@ def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float =
       entmin: add the entropy of p(.|x_u) (VAT + EntMin, default False).
       shared_dropout_mask: same dropout mask in the clean and the perturbed passes
         (default True).
+      translate: data augmentation: shift every input image (labeled and unlabeled,
+        each its own draw from the step's seed) by up to this many whole pixels
+        (`tfcore.random_translate`) before anything else; 0 (default) leaves the
+        inputs alone.
 
     Returns:
       `step_fn(batch, seed)`: `batch` is `(x, y)` (x [b, 28, 28, 1] float in [0, 1],
@@ -235,6 +241,13 @@ def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float =
             or power_iterations < 0):
         raise ValueError(f"power_iterations must be an integer >= 0, got "
                          f"{power_iterations!r}")
+    if isinstance(translate, bool) or not isinstance(translate, int) or translate < 0:
+        raise ValueError(f"translate must be an integer >= 0 (pixels), got {translate!r}")
+
+    def augment(x, seed, stream):
+        if not translate:
+            return x
+        return random_translate(x, translate, _fold(seed, stream))
 
     from tfcore import distribute  # pylint: disable=import-outside-toplevel
 
@@ -244,12 +257,13 @@ def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float =
         seed = tf.cast(seed, tf.int64)
         if isinstance(batch, Mapping):
             x_l, y_l = batch["labeled"]
-            x_u = batch["unlabeled"]
+            x_u = augment(batch["unlabeled"], seed, _TRANSLATE_STREAM + 1)
             seed_l = _fold(seed, _LABELED_STREAM)
         else:
             x_l, y_l = batch
             x_u = None
             seed_l = seed
+        x_l = augment(x_l, seed, _TRANSLATE_STREAM)
         variables = model.trainable_variables
         inv_replicas = 1.0 / _replicas()
         logs = {}

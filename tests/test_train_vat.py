@@ -14,7 +14,7 @@ import tensorflow as tf
 from absl import flags
 
 from tfcore import callbacks as tfcallbacks
-from tfcore.data import load_mnist, mnist_images
+from tfcore.data import balanced_subset, load_mnist, mnist_images
 from train import vat
 from train import vat_table
 
@@ -121,6 +121,25 @@ def test_semi_supervised_run(tmp_path, small_mnist):
                                              progress=False), None, data=small_mnist)
 
 
+def test_batch_norm_and_translate_reach_the_model_and_step(small_mnist):
+    cfg = vat.VatConfig(preset="official", num_labeled=20, labeled_batch_size=8,
+                        unlabeled_batch_size=32, steps=2, train_limit=128, val_size=20,
+                        batch_norm=True, translate=2, progress=False, jit="off")
+    m = vat.train_and_evaluate(cfg, None, data=small_mnist)
+    assert m["config"]["batch_norm"] is True and m["config"]["translate"] == 2
+    # Two BatchNorms of 32 channels: gamma, beta, moving mean and variance each.
+    assert m["num_params"] == 600_810 + 2 * 4 * 32
+    assert m["status"] == "done" and np.isfinite(m["history"]["val_loss"][-1])
+    with pytest.raises(ValueError, match="--translate"):
+        vat.VatConfig(translate=-2).resolved()
+    with pytest.raises(ValueError, match="--batch_norm"):
+        vat.VatConfig(batch_norm="yes").resolved()
+    # 128 images, 20 labeled: at most 107 of the other 108 can be held out.
+    with pytest.raises(ValueError, match="--val_size must be smaller than the 108"):
+        vat.train_and_evaluate(dataclasses.replace(cfg, val_size=108), None,
+                               data=small_mnist)
+
+
 def test_lr_decay_fraction_decays_the_rate_linearly_at_the_end(tmp_path, small_mnist):
     """--lr_decay_fraction=0.5 over 4 steps: 1e-3 for t = 0, 1, 2, then 5e-4 at t = 3."""
     cfg = vat.VatConfig(preset="official", num_labeled=20, labeled_batch_size=8,
@@ -177,7 +196,8 @@ def _flag_values():
     ("--optimizer=lbfgs", "--optimizer"), ("--val_size=-3", "--val_size"),
     ("--preset=paper", "preset"), ("--split_seed=-1", "--split_seed"),
     ("--lr_decay_fraction=1.5", "--lr_decay_fraction"),
-    ("--early_stopping_patience=-1", "--early_stopping_patience")])
+    ("--early_stopping_patience=-1", "--early_stopping_patience"),
+    ("--translate=-1", "--translate")])
 def test_bad_flags_rejected(arg, name):
     fv = _flag_values()
     with pytest.raises(flags.Error, match=name):
@@ -245,13 +265,20 @@ def test_split_seed_fixes_the_split_and_seed_does_not(small_mnist):
         return vat.split_indices(y, cfg)
 
     train, val, labeled = split(seed=0, split_seed=0)
-    # The documented draws: a PCG64(split_seed) permutation's first val_size, and a
-    # class-balanced subset of the rest (2 per class).
-    perm = np.random.Generator(np.random.PCG64(0)).permutation(n)
-    np.testing.assert_array_equal(val, np.sort(perm[:val_size]))
-    np.testing.assert_array_equal(train, np.sort(perm[val_size:]))
+    # The documented draws: a class-balanced subset of all n (2 per class) first, then
+    # a PCG64(split_seed) permutation's first val_size of the other images.
+    labeled_alone = balanced_subset(np.arange(n), y, num_labeled, 0, num_classes=10)
+    np.testing.assert_array_equal(labeled, labeled_alone)
+    rest = np.setdiff1d(np.arange(n), labeled)
+    perm = np.random.Generator(np.random.PCG64(0)).permutation(len(rest))
+    np.testing.assert_array_equal(val, np.sort(rest[perm[:val_size]]))
+    np.testing.assert_array_equal(train, np.setdiff1d(np.arange(n), val))
     assert set(labeled) <= set(train) and len(labeled) == num_labeled
     assert np.bincount(y[labeled], minlength=10).tolist() == [2] * 10
+    # --val_size never changes which images carry labels (nor does it with 0).
+    for other_val in (0, 50):
+        cfg = vat.VatConfig(val_size=other_val, num_labeled=num_labeled)
+        np.testing.assert_array_equal(vat.split_indices(y, cfg)[2], labeled)
     # --seed changes nothing of it; --split_seed changes both parts.
     for other in (split(seed=7, split_seed=0), split(seed=-3, split_seed=0)):
         for a, b in zip((train, val, labeled), other):

@@ -213,6 +213,42 @@ def test_perturbed_passes_leave_batchnorm_statistics(semi):
         np.testing.assert_allclose(s_vat, s_ce, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("semi", [False, True])
+def test_translate_shifts_the_inputs_with_the_steps_seed(semi):
+    """A step with translate=2 == a step without it on inputs shifted beforehand by
+    tfcore.random_translate with the documented streams of the step's seed."""
+    from tfcore.random_translate import random_translate
+    x, y = _batch(4)
+    x_u, _ = _batch(6, seed=3)
+    models = []
+    for translate in (2, 0, 0):
+        model = vat_cnn.VatCNN(dropout=False)
+        model(x[:1])
+        if models:
+            for a, b in zip(models[0][0].variables, model.variables):
+                b.assign(a)
+        opt = optimizers.SGD(learning_rate=0.1)
+        opt.build(model.trainable_variables)
+        models.append((model, vat_cnn.make_train_step(model, opt, xi=1e-6, eps=0.3,
+                                                      translate=translate)))
+    shifted_l = random_translate(x, 2, vat_cnn._fold(SEED, vat_cnn._TRANSLATE_STREAM))
+    shifted_u = random_translate(x_u, 2,
+                                 vat_cnn._fold(SEED, vat_cnn._TRANSLATE_STREAM + 1))
+    assert not np.array_equal(shifted_l.numpy(), x.numpy())
+    if semi:
+        batches = ({"labeled": (x, y), "unlabeled": x_u},
+                   {"labeled": (shifted_l, y), "unlabeled": shifted_u},
+                   {"labeled": (x, y), "unlabeled": x_u})
+    else:
+        batches = ((x, y), (shifted_l, y), (x, y))
+    logs = [step(batch, SEED) for (_, step), batch in zip(models, batches)]
+    np.testing.assert_allclose(float(logs[0]["loss"]), float(logs[1]["loss"]), rtol=1e-6)
+    for a, b in zip(models[0][0].variables, models[1][0].variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+    # The same weights without translate see other inputs: another loss.
+    assert float(logs[2]["ce"]) != pytest.approx(float(logs[0]["ce"]), rel=1e-4)
+
+
 def test_semi_supervised_step_uses_both_batches():
     x, y = _batch(4)
     x_u, _ = _batch(12, seed=2)
@@ -231,7 +267,8 @@ def test_semi_supervised_step_uses_both_batches():
 @pytest.mark.parametrize("kwargs,name", [
     (dict(xi=0.0), "xi"), (dict(eps=-1.0), "eps"), (dict(vat_weight=float("nan")), "vat_weight"),
     (dict(power_iterations=1.5), "power_iterations"), (dict(vat="yes"), "vat"),
-    (dict(shared_dropout_mask=1), "shared_dropout_mask")])
+    (dict(shared_dropout_mask=1), "shared_dropout_mask"), (dict(translate=-1), "translate"),
+    (dict(translate=1.0), "translate")])
 def test_make_train_step_rejects_bad_arguments(kwargs, name):
     model = vat_cnn.VatCNN()
     with pytest.raises(ValueError, match=name):

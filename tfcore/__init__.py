@@ -36,3 +36,6 @@ from tfcore.summary import summary
 
 # --- autoencoder blocks ---
 from tfcore.tied_dense import TiedDense
+
+# --- data augmentation ---
+from tfcore.random_translate import random_translate

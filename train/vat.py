@@ -24,15 +24,19 @@ cycled meanwhile, reshuffled at every pass over them (so with 100 labels and 32 
 batch, a labeled image is seen ~150 times per epoch). --batch_size is unused there.
 
 Evaluation: the test set once, at the end (test_accuracy, test_loss); it never picks
-anything. --val_size=N holds out N training images (before the labeled subset is
-drawn) as the per-epoch validation set (`val_loss`, `val_accuracy` in the history),
-the one to use for choosing hyperparameters. The default 0 trains on all 60,000
+anything. --val_size=N holds out N training images as the per-epoch validation set
+(`val_loss`, `val_accuracy` in the history), the one to use for choosing
+hyperparameters; never labeled ones: the labeled subset is drawn first, so
+--val_size does not change it. The default 0 trains on all 60,000
 images, the write-up's protocol. --test_each_epoch adds the test metrics to every
 epoch's log (a learning curve for reports, not for selection). With a validation set,
 --early_stopping_patience=N stops after N epochs without a better validation accuracy
 and tests (and exports) the best epoch's weights; `early_stopping` in metrics.json
 says which epoch (its state restarts on --resume). --lr_decay_fraction=f decays the
 rate linearly to 0 over the run's last share f (the VAT paper's schedule).
+Options beyond the write-up: --batch_norm (BatchNorm after each conv; the perturbed
+passes leave its moving statistics alone) and --translate=N (shift every training
+image by up to N whole pixels, a fresh draw each step).
 
 Seeds: --split_seed (default 0) alone chooses the held-out validation images and the
 labeled subset (`split_indices`), so runs that differ only in --seed (an ensemble's
@@ -89,6 +93,8 @@ class VatConfig:
     """
     preset: str = "writeup"
     dropout: bool = False
+    batch_norm: bool = False
+    translate: int = 0
     vat: bool = True
     xi: Optional[float] = None
     eps: Optional[float] = None
@@ -143,7 +149,7 @@ class VatConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, "
                              f"got {self.preset!r}")
-        for name in ("dropout", "vat", "entmin", "shared_dropout_mask", "resume",
+        for name in ("dropout", "batch_norm", "vat", "entmin", "shared_dropout_mask", "resume",
                      "export", "test_each_epoch", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"--{name} must be a bool, got {getattr(self, name)!r}")
@@ -169,7 +175,8 @@ class VatConfig:
                 _check_int(getattr(self, name), name, low=1)
         if self.epochs is None and self.steps is None:
             raise ValueError("give --epochs or --steps (a positive integer), got neither")
-        for name in ("val_size", "train_limit", "test_limit", "early_stopping_patience"):
+        for name in ("val_size", "train_limit", "test_limit", "early_stopping_patience",
+                     "translate"):
             _check_int(getattr(self, name), name, low=0)
         if self.early_stopping_patience and not self.val_size:
             raise ValueError(f"--early_stopping_patience={self.early_stopping_patience} "
@@ -286,37 +293,45 @@ def load_data(config: VatConfig, data=None):
 def split_indices(labels: np.ndarray, config: VatConfig):
     """The data split of `config`, fixed by `config.split_seed` (never by `seed`).
 
+    The labeled subset is drawn first, from all N images
+    (`tfcore.data.balanced_subset(..., num_labeled, split_seed)`), and the validation
+    images are held out from the others (`tfcore.data.train_val_split(...,
+    val_size, split_seed)`), so --val_size never changes which images carry labels: a
+    run that chose its hyperparameters on a validation split and the final run
+    without one train on the same labeled images.
+
     Args:
       labels: int labels [N] of the (limited) training set.
       config: uses `val_size`, `num_labeled`, `split_seed`.
 
     Returns:
-      (train_idx, val_idx, labeled_idx): sorted int indices into the N images:
-      `tfcore.data.train_val_split(..., val_size, split_seed)`'s two parts (val_idx
-      empty when val_size is 0) and the class-balanced labeled subset
-      (`tfcore.data.balanced_subset(..., num_labeled, split_seed)` of the training
-      part; empty when num_labeled is 0).
+      (train_idx, val_idx, labeled_idx): sorted int indices into the N images: the
+      training images (the labeled ones included; all that are not held out), the
+      held-out validation images (empty when val_size is 0) and the labeled subset
+      (empty when num_labeled is 0).
 
     Raises:
       ValueError: a val_size or num_labeled that the N images cannot provide.
     """
     labels = np.asarray(labels)
     n = len(labels)
-    train_idx, val_idx = np.arange(n), np.zeros([0], np.int64)
-    if config.val_size:
-        if config.val_size >= n:
-            raise ValueError(f"--val_size must be smaller than the {n} training images, "
-                             f"got {config.val_size}")
-        (train_idx, _), (val_idx, _) = tfdata.train_val_split(
-            train_idx, labels, config.val_size, config.split_seed)
+    everything = np.arange(n)
     labeled_idx = np.zeros([0], np.int64)
     if config.num_labeled:
-        if config.num_labeled > len(train_idx):
-            raise ValueError(f"--num_labeled must be at most the {len(train_idx)} "
-                             f"training images, got {config.num_labeled}")
-        labeled_idx = train_idx[tfdata.balanced_subset(
-            train_idx, labels[train_idx], config.num_labeled, config.split_seed,
-            num_classes=NUM_CLASSES)]
+        if config.num_labeled > n:
+            raise ValueError(f"--num_labeled must be at most the {n} training images, "
+                             f"got {config.num_labeled}")
+        labeled_idx = tfdata.balanced_subset(everything, labels, config.num_labeled,
+                                             config.split_seed, num_classes=NUM_CLASSES)
+    train_idx, val_idx = everything, np.zeros([0], np.int64)
+    if config.val_size:
+        rest = np.setdiff1d(everything, labeled_idx)
+        if config.val_size >= len(rest):
+            raise ValueError(f"--val_size must be smaller than the {len(rest)} training "
+                             f"images that are not labeled, got {config.val_size}")
+        (_, _), (val_idx, _) = tfdata.train_val_split(rest, labels[rest],
+                                                      config.val_size, config.split_seed)
+        train_idx = np.setdiff1d(everything, val_idx)
     return train_idx, val_idx, labeled_idx
 
 
@@ -387,14 +402,16 @@ def train_and_evaluate(config: VatConfig, workdir: Optional[str], *, data=None,
                                       seed=config.seed)
 
     with distribute.scope(strategy):
-        model = vat_cnn.VatCNN(num_classes=NUM_CLASSES, dropout=config.dropout)
+        model = vat_cnn.VatCNN(num_classes=NUM_CLASSES, dropout=config.dropout,
+                               batch_norm=config.batch_norm)
         model(tf.zeros([1, *vat_cnn.IMAGE_SHAPE]))
         opt = optimizers.get(config.optimizer, learning_rate=config.learning_rate)
         opt.build(model.trainable_variables)
     step_fn = vat_cnn.make_train_step(
         model, opt, vat=config.vat, xi=config.xi, eps=config.eps,
         power_iterations=config.power_iterations, vat_weight=config.vat_weight,
-        entmin=config.entmin, shared_dropout_mask=config.shared_dropout_mask)
+        entmin=config.entmin, shared_dropout_mask=config.shared_dropout_mask,
+        translate=config.translate)
     if config.lr_decay_fraction:
         # Constant, then linear decay to 0 over the run's last lr_decay_fraction (the
         # VAT paper's schedule), from the optimizer's step count (exact on resume).
@@ -493,6 +510,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       **fv)
     flags.DEFINE_boolean("dropout", d.dropout, "Dropout(0.25) and Dropout(0.5) in the "
                          "CNN.", **fv)
+    flags.DEFINE_boolean("batch_norm", d.batch_norm, "BatchNorm after each conv, before "
+                         "its relu (not in the write-up; the VAT paper's MNIST MLP had "
+                         "BatchNorm).", **fv)
+    flags.DEFINE_integer("translate", d.translate, "Data augmentation: shift each "
+                         "training image by up to N whole pixels (0: none).", **fv)
     flags.DEFINE_boolean("vat", d.vat, "Add the VAT loss.", **fv)
     flags.DEFINE_float("xi", None, "Power-iteration step (default: the preset's).", **fv)
     flags.DEFINE_float("eps", None, "Adversarial perturbation norm (default: the "
@@ -552,7 +574,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     for name in ("labeled_batch_size", "unlabeled_batch_size", "eval_batch_size",
                  "steps_per_call", "log_every"):
         check(name, lambda v: v is not None and v > 0, f"--{name} must be positive")
-    for name in ("val_size", "train_limit", "test_limit", "split_seed"):
+    for name in ("val_size", "train_limit", "test_limit", "split_seed", "translate"):
         check(name, lambda v: v is not None and v >= 0, f"--{name} must be >= 0")
 
 
