@@ -9,7 +9,7 @@ endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 WORKDIR ?= runs/vat
 
-.PHONY: venv run test bench vat-table ae-table clean
+.PHONY: venv run test bench vat-table vat100 ae-table clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ bench: $(STAMP)
 
 vat-table: $(STAMP)
 	$(PY) -m train.vat_table --workdir=runs/vat_table
+
+# 100 labels (semi-supervised): VAT + EntMin, eps 1.5, 2-pixel shifts, 15 epochs (README).
+vat100: $(STAMP)
+	$(PY) -m train.vat --workdir=runs/vat100_entmin --num_labeled=100 --preset=official --vat \
+	    --dropout=false --entmin --translate=2 --eps=1.5 --epochs=15
 
 ae-table: $(STAMP)
 	$(PY) -m train.ae_table --workdir=runs/ae_table
