@@ -322,3 +322,16 @@ def test_runs_with_other_seeds_hold_out_the_same_images(small_mnist):
     assert runs[7, 0]["config"]["split_seed"] == 0 and runs[7, 0]["num_train"] == 100
     # --seed still drives training: another data order and other random directions.
     assert runs[7, 0]["history"]["loss"] != runs[0, 0]["history"]["loss"]
+
+
+def test_make_vat100_recipe_parses_to_the_readme_configuration():
+    """`make vat100`'s flags are valid train.vat flags and give the README's recipe."""
+    text = open(os.path.join(ROOT, "Makefile")).read().replace("\\\n", " ")
+    recipe = text.split("\nvat100:", 1)[1].split("\n")[1]
+    args = [a for a in recipe.split() if a.startswith("--")]
+    fv = _flag_values()
+    fv(["train.vat"] + args)
+    cfg = vat.config_from_flags(fv).resolved()
+    assert (cfg.num_labeled, cfg.vat, cfg.dropout, cfg.entmin, cfg.translate, cfg.eps,
+            cfg.xi, cfg.optimizer, cfg.epochs) == (100, True, False, True, 2, 1.5, 1e-6,
+                                                   "adam", 15)
