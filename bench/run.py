@@ -551,6 +551,7 @@ def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
             out["loop_speedup"].append({"model": m, "per_step_mode": per["mode"],
                                         "per_step_ms": per["median_ms"],
                                         "loop_ms": lp["median_ms"],
+                                        "loop_steps": lp["steps"],
                                         "speedup": _paired(per, lp)})
     # Targets of issue 8.
     tf_modes = ("graph", "xla", "loop")
@@ -665,11 +666,13 @@ def markdown(records: List[Dict[str, Any]], command: str = "",
                          f"{'yes' if j['agrees'] else 'NO'} |")
     if s["loop_speedup"]:
         lines += ["", "### Compiled multi-step loop vs one call per step", "",
-                  "| model | per-step mode | per-step ms | loop ms | speed-up |",
-                  "| --- | --- | ---: | ---: | ---: |"]
+                  "| model | per-step mode | per-step ms | loop ms | loop steps per call | "
+                  "speed-up |",
+                  "| --- | --- | ---: | ---: | ---: | ---: |"]
         for v in s["loop_speedup"]:
             lines.append(f"| {v['model']} | {v['per_step_mode']} | {v['per_step_ms']:.2f} | "
-                         f"{v['loop_ms']:.2f} | {v['speedup']:.2f}x |")
+                         f"{v['loop_ms']:.2f} | {v.get('loop_steps', '-')} | "
+                         f"{v['speedup']:.2f}x |")
     kern = [r for r in records if r.get("kind") == "kernel"]
     if kern:
         lines += ["", "### Kernels at the models' shapes", "",
@@ -731,8 +734,9 @@ def _define_flags():
     flags.DEFINE_integer("batch_size", 0, "Batch size (0: each model's default: 128 for "
                          "the VAT CNN and autoencoders, 64 DCGAN/qa/siamese_lstm, 32 "
                          "separable_convnet, 8 residual/multi_output).")
-    flags.DEFINE_integer("steps", 5, "Steps per timed round (= the loop mode's steps per "
-                         "compiled call).")
+    flags.DEFINE_integer("steps", 5, "Steps per timed round in every mode (= the loop "
+                         "mode's steps per compiled call; every mode runs the same "
+                         "number, so fit's per-round cost weighs the same on all).")
     flags.DEFINE_integer("rounds", 7, "Interleaved timed rounds per model (median), at "
                          "most.")
     flags.DEFINE_float("model_budget_s", 20.0, "Cap on one model's (or kernel's) timed "

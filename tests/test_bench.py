@@ -114,6 +114,18 @@ def test_bench_smoke_writes_records_and_report(tmp_path):
     assert "| dense_ae_tied | graph |" in text and "x best Keras" in text
 
 
+def test_loop_mode_runs_a_round_in_one_call_and_reports_its_speed_up():
+    records = run.run_bench(models=["dense_ae_small"], modes=["xla", "loop"], batch_size=8,
+                            steps=6, rounds=2, warmup=1, kernels=False, log=lambda s: None)
+    by_mode = {r["mode"]: r for r in records}
+    assert by_mode["xla"]["steps"] == 6 and by_mode["loop"]["steps"] == 6
+    speedup = run.summarize(records)["loop_speedup"]
+    assert [(v["model"], v["per_step_mode"], v["loop_steps"]) for v in speedup] == [
+        ("dense_ae_small", "xla", 6)]
+    assert speedup[0]["speedup"] > 0
+    assert "| 6 |" in run.markdown(records, "test").split("multi-step loop")[1]
+
+
 def test_bench_rejects_unknown_names_and_skips_missing_gpu():
     with pytest.raises(ValueError, match=r"unknown models \['nope'\]"):
         run.run_bench(models=["nope"], kernels=False)

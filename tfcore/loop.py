@@ -397,6 +397,7 @@ class Loop:
         self.epochs = 0
         self.train_function = None
         self._train_concrete = None
+        self._multi_concrete = None
         self.multi_step_function = None
         self._metric_names: Optional[List[str]] = None
 
@@ -508,6 +509,16 @@ class Loop:
             self._train_concrete = self.train_function.get_concrete_function()
         return self._train_concrete()
 
+    def _call_multi_step_function(self, n: int):
+        """n steps in one compiled call, through the traced concrete function (as
+        `_call_train_function`: 0.1-0.3 ms less per call than the `tf.function`)."""
+        n = tf.constant(n, tf.int32)
+        if tf.config.functions_run_eagerly():
+            return self.multi_step_function(n)
+        if self._multi_concrete is None:
+            self._multi_concrete = self.multi_step_function.get_concrete_function()
+        return self._multi_concrete(n)
+
     def _run_steps(self, n: int, epoch: int, start: int) -> Dict[str, float]:
         """Runs n steps from global step `start` (the value of `self.step`); returns
         their mean logs (floats). Raises NonFiniteError."""
@@ -521,7 +532,7 @@ class Loop:
             self._acc.add(logs, 1)
             return logs
         with self._autograph_hint():
-            i, ok, sums, last = self.multi_step_function(tf.constant(n, tf.int32))
+            i, ok, sums, last = self._call_multi_step_function(n)
         i = int(i)
         if not bool(ok):
             last = {k: _to_float(v) for k, v in last.items()}
