@@ -41,9 +41,10 @@ stays the clean `x`.
 `make_train_step(model, optimizer, noise_factor, learning_rate_fn)` returns an
 un-compiled `step_fn(batch, seed) -> {'loss', 'mse'[, 'learning_rate']}` for
 `tfcore.loop.fit` (which compiles it); `make_metrics_fn(model)` the per-example
-`{'bce', 'mse'}` for `tfcore.loop.make_eval_fn`; `make_learning_rate_fn` the
-constant / cosine / step / warm-up-stable-decay schedules, evaluated from `optimizer.iterations` inside
-the step (no retracing, exact on resume).
+`{'bce', 'mse'}` for `tfcore.loop.make_eval_fn`. Learning-rate schedules come from
+`tfcore.lr_schedule.make_learning_rate_fn` (constant / cosine / step /
+warm-up-stable-decay), evaluated from `optimizer.iterations` inside the step (no
+retracing, exact on resume).
 """
 from __future__ import annotations
 
@@ -55,7 +56,6 @@ import tensorflow as tf
 import tfcore
 from tfcore import activations, distribute, losses, lr_schedule
 from tfcore.layer import Layer, check_positive_int
-from tfcore.lr_schedule import SCHEDULES, make_learning_rate_fn  # noqa: F401 (re-exported)
 from tfcore.tied_dense import TiedDense
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -277,7 +277,7 @@ def make_train_step(model: _Autoencoder, optimizer, noise_factor: float = 0.0,
       model: a BUILT autoencoder.
       optimizer: a `tfcore.optimizers` optimizer (built on the model's variables).
       noise_factor: > 0 for a denoising autoencoder (noise from `seed`).
-      learning_rate_fn: optional `lr(t)` (see `make_learning_rate_fn`); before each
+      learning_rate_fn: optional `lr(t)` (`tfcore.lr_schedule.make_learning_rate_fn`); before each
         update the optimizer's `learning_rate` variable is assigned
         `lr(optimizer.iterations)`.
 

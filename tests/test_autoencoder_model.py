@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import tfcore
 from models import autoencoder as ae
-from tfcore import image_grid
+from tfcore import image_grid, lr_schedule
 from tfcore.tied_dense import TiedDense
 
 keras = pytest.importorskip("keras")
@@ -261,7 +261,7 @@ def test_train_step_denoising_schedule_and_loss():
     model = ae.make_model("dense", hidden=8)
     opt = tfcore.Adam(learning_rate=0.5)
     opt.build(model.trainable_variables)
-    lr_fn = ae.make_learning_rate_fn("cosine", 0.01, total_steps=4)
+    lr_fn = lr_schedule.make_learning_rate_fn("cosine", 0.01, total_steps=4)
     step = tf.function(ae.make_train_step(model, opt, noise_factor=0.3,
                                           learning_rate_fn=lr_fn))
     x = tf.constant(_images(4, seed=9))
@@ -286,34 +286,6 @@ def test_metrics_fn_is_keras_bce_on_probabilities():
     np.testing.assert_allclose(out["bce"].numpy(), np.asarray(bce), rtol=1e-5)
     np.testing.assert_allclose(out["mse"].numpy(), ((x - p) ** 2).mean(axis=(1, 2, 3)),
                                rtol=1e-5)
-
-
-def test_learning_rate_schedules():
-    t = np.array([0, 100, 250, 500, 750, 999, 1000, 2000])
-    cos = ae.make_learning_rate_fn("cosine", 0.01, 1000)
-    np.testing.assert_allclose([float(cos(s)) for s in t],
-                               0.01 * 0.5 * (1 + np.cos(np.pi * np.minimum(t / 1000, 1))),
-                               rtol=1e-5, atol=1e-9)
-    warm = ae.make_learning_rate_fn("cosine", 0.01, 1000, warmup_steps=100,
-                                    final_fraction=0.1)
-    assert float(warm(0)) == pytest.approx(0.01 / 100)
-    assert float(warm(99)) == pytest.approx(0.01)
-    assert float(warm(1000)) == pytest.approx(0.001)
-    step = ae.make_learning_rate_fn("step", 0.01, 1000)
-    np.testing.assert_allclose([float(step(s)) for s in (0, 499, 500, 749, 750)],
-                               [0.01, 0.01, 0.001, 0.001, 0.0001], rtol=1e-5)
-    wsd = ae.make_learning_rate_fn("wsd", 0.01, 1000, decay_fraction=0.3)
-    np.testing.assert_allclose([float(wsd(s)) for s in (0, 699, 700, 850, 1000, 1500)],
-                               [0.01, 0.01, 0.01, 0.005, 0.0, 0.0], rtol=1e-5, atol=1e-9)
-    assert float(ae.make_learning_rate_fn("constant", 0.002, 10)(7)) == pytest.approx(0.002)
-    with pytest.raises(ValueError, match="schedule must be one of.*'linear'"):
-        ae.make_learning_rate_fn("linear", 0.01, 10)
-    with pytest.raises(ValueError, match="warmup_steps.*10"):
-        ae.make_learning_rate_fn("cosine", 0.01, 10, warmup_steps=10)
-    with pytest.raises(ValueError, match="learning_rate must be a positive number, got 0"):
-        ae.make_learning_rate_fn("cosine", 0, 10)
-    with pytest.raises(ValueError, match="decay_fraction must be in .*1.5"):
-        ae.make_learning_rate_fn("wsd", 0.01, 10, decay_fraction=1.5)
 
 
 def test_jit_auto_choice_per_model():

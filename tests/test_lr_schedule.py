@@ -45,3 +45,32 @@ def test_scheduled_step_needs_a_variable_rate():
 
     with pytest.raises(ValueError, match="learning_rate must be a tf.Variable"):
         lr_schedule.scheduled_step(lambda b, s: {}, Opt(), lambda t: 0.1)
+
+
+def test_learning_rate_schedules():
+    t = np.array([0, 100, 250, 500, 750, 999, 1000, 2000])
+    cos = lr_schedule.make_learning_rate_fn("cosine", 0.01, 1000)
+    np.testing.assert_allclose([float(cos(s)) for s in t],
+                               0.01 * 0.5 * (1 + np.cos(np.pi * np.minimum(t / 1000, 1))),
+                               rtol=1e-5, atol=1e-9)
+    warm = lr_schedule.make_learning_rate_fn("cosine", 0.01, 1000, warmup_steps=100,
+                                             final_fraction=0.1)
+    assert float(warm(0)) == pytest.approx(0.01 / 100)
+    assert float(warm(99)) == pytest.approx(0.01)
+    assert float(warm(1000)) == pytest.approx(0.001)
+    step = lr_schedule.make_learning_rate_fn("step", 0.01, 1000)
+    np.testing.assert_allclose([float(step(s)) for s in (0, 499, 500, 749, 750)],
+                               [0.01, 0.01, 0.001, 0.001, 0.0001], rtol=1e-5)
+    wsd = lr_schedule.make_learning_rate_fn("wsd", 0.01, 1000, decay_fraction=0.3)
+    np.testing.assert_allclose([float(wsd(s)) for s in (0, 699, 700, 850, 1000, 1500)],
+                               [0.01, 0.01, 0.01, 0.005, 0.0, 0.0], rtol=1e-5, atol=1e-9)
+    constant = lr_schedule.make_learning_rate_fn("constant", 0.002, 10)
+    assert float(constant(7)) == pytest.approx(0.002)
+    with pytest.raises(ValueError, match="schedule must be one of.*'linear'"):
+        lr_schedule.make_learning_rate_fn("linear", 0.01, 10)
+    with pytest.raises(ValueError, match="warmup_steps.*10"):
+        lr_schedule.make_learning_rate_fn("cosine", 0.01, 10, warmup_steps=10)
+    with pytest.raises(ValueError, match="learning_rate must be a positive number, got 0"):
+        lr_schedule.make_learning_rate_fn("cosine", 0, 10)
+    with pytest.raises(ValueError, match="decay_fraction must be in .*1.5"):
+        lr_schedule.make_learning_rate_fn("wsd", 0.01, 10, decay_fraction=1.5)

@@ -232,7 +232,7 @@ def train_and_evaluate(config: Config, workdir: str, strategy=None) -> Dict[str,
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     import tfcore  # pylint: disable=import-outside-toplevel
     from models import autoencoder as ae  # pylint: disable=import-outside-toplevel
-    from tfcore import callbacks, distribute, export, image_grid, loop, metrics_io
+    from tfcore import callbacks, distribute, export, image_grid, loop, lr_schedule, metrics_io
     from tfcore.compile import resolve_jit  # pylint: disable=import-outside-toplevel
 
     if not workdir:
@@ -264,7 +264,7 @@ def train_and_evaluate(config: Config, workdir: str, strategy=None) -> Dict[str,
     if warmup >= total and warmup == CONV_WARMUP_STEPS and c.model == "conv":
         warmup = total // 10
     if c.lr_schedule != "constant" or warmup:
-        lr_fn = ae.make_learning_rate_fn(c.lr_schedule, c.learning_rate, total,
+        lr_fn = lr_schedule.make_learning_rate_fn(c.lr_schedule, c.learning_rate, total,
                                          warmup_steps=warmup,
                                          decay_fraction=c.decay_fraction)
     step_fn = ae.make_train_step(model, opt, noise_factor=c.noise_factor,
