@@ -396,8 +396,7 @@ class Loop:
         self.total_steps = 0
         self.epochs = 0
         self.train_function = None
-        self._train_concrete = None
-        self._multi_concrete = None
+        self._concrete: Dict[str, Any] = {}  # see _call_compiled
         self.multi_step_function = None
         self._metric_names: Optional[List[str]] = None
 
@@ -498,33 +497,26 @@ class Loop:
                 f"write it with tf.cond / tf.while_loop. TensorFlow said: {e}") from e
 
     # -- running -------------------------------------------------------------------
-    def _call_train_function(self):
-        """One compiled step. Calls the traced concrete function directly: the
-        `tf.function`'s per-call dispatch (signature binding, cache lookup) cost about
-        0.1 ms a step on the 2-core CPU, which small models feel. Under
+    def _call_compiled(self, name: str, *args):
+        """Calls the compiled function `self.<name>` ('train_function' or
+        'multi_step_function') through its traced concrete function: the
+        `tf.function`'s per-call dispatch (signature binding, cache lookup) cost
+        0.1-0.3 ms a call on the 2-core CPU, which small models feel. Both have a fixed
+        signature, so one concrete function each is cached. Under
         `tf.config.run_functions_eagerly(True)` the `tf.function` runs eagerly."""
+        fn = getattr(self, name)
         if tf.config.functions_run_eagerly():
-            return self.train_function()
-        if self._train_concrete is None:
-            self._train_concrete = self.train_function.get_concrete_function()
-        return self._train_concrete()
-
-    def _call_multi_step_function(self, n: int):
-        """n steps in one compiled call, through the traced concrete function (as
-        `_call_train_function`: 0.1-0.3 ms less per call than the `tf.function`)."""
-        n = tf.constant(n, tf.int32)
-        if tf.config.functions_run_eagerly():
-            return self.multi_step_function(n)
-        if self._multi_concrete is None:
-            self._multi_concrete = self.multi_step_function.get_concrete_function()
-        return self._multi_concrete(n)
+            return fn(*args)
+        if name not in self._concrete:
+            self._concrete[name] = fn.get_concrete_function()
+        return self._concrete[name](*args)
 
     def _run_steps(self, n: int, epoch: int, start: int) -> Dict[str, float]:
         """Runs n steps from global step `start` (the value of `self.step`); returns
         their mean logs (floats). Raises NonFiniteError."""
         if n == 1 and self.steps_per_call == 1:
             with self._autograph_hint():
-                out = self._call_train_function()
+                out = self._call_compiled("train_function")
             logs = {k: _to_float(v) for k, v in out.items()}
             bad = _first_non_finite(logs) if self.check_numerics else None
             if bad:
@@ -532,7 +524,8 @@ class Loop:
             self._acc.add(logs, 1)
             return logs
         with self._autograph_hint():
-            i, ok, sums, last = self._call_multi_step_function(n)
+            i, ok, sums, last = self._call_compiled("multi_step_function",
+                                                     tf.constant(n, tf.int32))
         i = int(i)
         if not bool(ok):
             last = {k: _to_float(v) for k, v in last.items()}
