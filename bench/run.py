@@ -671,7 +671,7 @@ def markdown(records: List[Dict[str, Any]], command: str = "",
                   "| --- | --- | ---: | ---: | ---: | ---: |"]
         for v in s["loop_speedup"]:
             lines.append(f"| {v['model']} | {v['per_step_mode']} | {v['per_step_ms']:.2f} | "
-                         f"{v['loop_ms']:.2f} | {v.get('loop_steps', '-')} | "
+                         f"{v['loop_ms']:.2f} | {v['loop_steps']} | "
                          f"{v['speedup']:.2f}x |")
     kern = [r for r in records if r.get("kind") == "kernel"]
     if kern:
