@@ -9,6 +9,7 @@ from tfcore.dense import Dense
 
 # --- layers (conv, pooling, upsampling, flatten, dropout, batchnorm, sequential) ---
 from tfcore.conv2d import Conv2D
+from tfcore.conv2d_bias_relu import conv2d_bias_relu
 from tfcore.conv2d_transpose import Conv2DTranspose
 from tfcore.max_pool2d import MaxPool2D
 from tfcore.avg_pool2d import AvgPool2D

@@ -1,0 +1,65 @@
+"""conv2d_bias_relu: y = [relu](conv2d(x, kernel) + bias), with a hand-written gradient.
+
+Shapes: x [batch, H, W, in], kernel [kh, kw, in, filters], bias [filters] ->
+y [batch, H', W', filters] (`tf.nn.conv2d` with `strides`, 'SAME' or 'VALID' padding,
+no dilation). The forward pass is the same ops `Conv2D` would run (TensorFlow's graph
+optimiser fuses them into one `_FusedConv2D`). The gradient, for dL/dy = dy:
+
+    dz = dy * (y > 0)   (`ReluGrad`; dz = dy without relu)
+    d bias   = ones[1, batch*H'*W'] @ reshape(dz, [-1, filters])   (a matmul)
+    d kernel = Conv2DBackpropFilter(x, dz),  d x = Conv2DBackpropInput(kernel, dz)
+
+which is what autodiff computes, except the bias gradient: autodiff sums dz over
+(batch, H', W') with a `Sum` reduction, which on CPU ran at a third of the matmul's
+speed. Measured on the project's 2-core CPU (TF 2.21, Intel Xeon with AVX-512), a
+[128, 24, 24, 32] bias gradient: `Sum` over three axes 2.1 ms, `Sum` of the [-1, 32]
+reshape 1.6 ms, the matmul 0.87 ms (`BiasAddGrad` 0.85 ms, but with `tf.nn.bias_add`
+oneDNN fuses it into the filter gradient, which was slower, see `tfcore.layer.add_bias`).
+The VAT CNN's plain train step, interleaved in one run: 0.95-0.97x the autodiff step.
+
+`Conv2D` takes this path on CPU for 'conv' layers with a bias, dilation_rate 1 and a
+relu or linear activation (`use_fused_gradient`); values agree with autodiff to
+float32 rounding (the bias sums are taken in another order).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+
+def conv2d_bias_relu(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor,
+                     strides: Sequence[int], padding: str, relu: bool) -> tf.Tensor:
+    """[relu](conv2d(x, kernel, strides, padding) + bias), gradient as in the docstring.
+
+    Args:
+      x: [batch, H, W, in] float tensor.
+      kernel: [kh, kw, in, filters] (a variable or tensor).
+      bias: [filters].
+      strides: (sh, sw).
+      padding: 'SAME' or 'VALID'.
+      relu: apply relu (True) or nothing (False).
+    """
+    full_strides = [1, int(strides[0]), int(strides[1]), 1]
+
+    @tf.custom_gradient
+    def fn(x, kernel, bias):
+        y = tf.nn.conv2d(x, kernel, full_strides, padding) + bias
+        if relu:
+            y = tf.nn.relu(y)
+
+        def grad(dy):
+            dz = tf.raw_ops.ReluGrad(gradients=dy, features=y) if relu else dy
+            dz2 = tf.reshape(dz, [-1, tf.shape(dz)[-1]])
+            ones = tf.ones([1, tf.shape(dz2)[0]], dz.dtype)
+            d_bias = tf.reshape(tf.matmul(ones, dz2), tf.shape(bias))
+            d_kernel = tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=tf.shape(kernel), out_backprop=dz,
+                strides=full_strides, padding=padding)
+            d_x = tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x), filter=kernel, out_backprop=dz,
+                strides=full_strides, padding=padding)
+            return d_x, d_kernel, d_bias
+        return y, grad
+
+    return fn(x, tf.convert_to_tensor(kernel), tf.convert_to_tensor(bias))
