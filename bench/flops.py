@@ -4,6 +4,10 @@ What is counted: the multiply-adds of matrix products and convolutions, 2 FLOPs
 each (a multiply and an add), i.e. the work a matmul peak is measured in. Element-
 wise ops, reductions, RNG and optimizer updates are not counted: in the models here
 they are a few percent of the total, and they do not run at matmul speed anyway.
+A reduction written as a matmul is a matmul here: on CPU, Conv2D's bias gradient is
+ones @ dz (`tfcore.conv2d_bias_relu`), 2 FLOPs per element of dz, 0.2 % of the VAT
+CNN's step (the Keras twin's `Sum` is not counted; the bench uses the tfcore count
+for both).
 
 `count_flops(fn, *args)` tries, in order:
 

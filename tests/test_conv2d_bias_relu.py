@@ -8,6 +8,10 @@ and 2, relu or none, rectangular kernels. Conv2D with its default picks it on CP
 (checked by counting the graph's ops) and its outputs/gradients match a Keras 3
 Conv2D with copied weights either way.
 """
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -94,7 +98,9 @@ def test_conv2d_picks_it_on_cpu_when_eligible(monkeypatch):
     monkeypatch.setattr(conv2d_lib, "_gpu_visible", lambda: False)
     x = _t((2, 6, 6, 3), 0)
     assert tfcore.Conv2D(4, 3, activation="relu").uses_fused_gradient()
-    assert tfcore.Conv2D(4, 3, strides=2, padding="same").uses_fused_gradient()
+    assert tfcore.Conv2D(4, 3, strides=2, padding="same",
+                         activation="relu").uses_fused_gradient()
+    assert not tfcore.Conv2D(4, 3).uses_fused_gradient()  # linear: see the docstring
     assert not tfcore.Conv2D(4, 3, use_bias=False).uses_fused_gradient()
     assert not tfcore.Conv2D(4, 3, dilation_rate=2).uses_fused_gradient()
     assert not tfcore.Conv2D(4, 3, activation="elu").uses_fused_gradient()
@@ -142,3 +148,29 @@ def test_conv2d_matches_keras_either_way(fused):
 def test_fused_gradient_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="fused_gradient"):
         tfcore.Conv2D(4, 3, fused_gradient=bad)
+
+
+_GRAPPLER_CHECK = """
+import numpy as np, tensorflow as tf
+from bench import run
+spec = run.MODELS["dcgan"]
+setup = spec.build(16, np.random.default_rng(0))
+batch = tf.nest.map_structure(lambda a: tf.constant(a[:8]), setup.arrays)
+step = tf.function(tf.autograph.experimental.do_not_convert(setup.step_fn))
+step(batch, tf.constant([1, 2], tf.int64))
+print("stepped")
+"""
+
+
+def test_dcgan_step_graph_optimises_without_errors():
+    """TensorFlow's graph optimiser runs on the DCGAN step without failing (it did
+    when linear convs, followed by LeakyReLU in D, took the hand-written gradient)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", _GRAPPLER_CHECK], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "stepped" in out.stdout
+    assert "remapper failed" not in out.stderr
+    assert "failed" not in "\n".join(l for l in out.stderr.splitlines()
+                                      if "meta_optimizer" in l)

@@ -15,11 +15,17 @@ speed. Measured on the project's 2-core CPU (TF 2.21, Intel Xeon with AVX-512), 
 [128, 24, 24, 32] bias gradient: `Sum` over three axes 2.1 ms, `Sum` of the [-1, 32]
 reshape 1.6 ms, the matmul 0.87 ms (`BiasAddGrad` 0.85 ms, but with `tf.nn.bias_add`
 oneDNN fuses it into the filter gradient, which was slower, see `tfcore.layer.add_bias`).
-The VAT CNN's plain train step, interleaved in one run: 0.95-0.97x the autodiff step.
+Whole graph-mode train steps against the same with autodiff, interleaved (two runs):
+the VAT CNN's plain step 0.93-0.95x, its VAT step 0.93-0.96x, the conv autoencoders,
+residual and separable-conv models 0.98-1.01x.
 
 `Conv2D` takes this path on CPU for 'conv' layers with a bias, dilation_rate 1 and a
-relu or linear activation (`use_fused_gradient`); values agree with autodiff to
-float32 rounding (the bias sums are taken in another order).
+relu activation (`Conv2D.uses_fused_gradient`); values agree with autodiff to float32
+rounding (the bias sums are taken in another order). Not for linear ones: the
+custom gradient's IdentityN then sits between the bias add and the next op, and with
+a LeakyReLU there (the DCGAN discriminator) TensorFlow's graph optimiser failed
+("remapper failed: ... fanout 'LeakyReluGrad' exist for missing node 'add'") and
+skipped its fusions for the whole step; after a relu inside, nothing follows the add.
 """
 from __future__ import annotations
 
