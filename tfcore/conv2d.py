@@ -254,7 +254,7 @@ class Conv2D(Layer):
         algorithm = self.resolved_algorithm(x.shape)
         if algorithm == "conv" and self.uses_fused_gradient():
             return conv2d_bias_relu(x, self.kernel, self.bias, self.strides,
-                                    self.padding.upper(), relu=True)
+                                    self.padding.upper())
         if algorithm == "shift_add":
             y = shift_add_conv2d(x, self.kernel, self.padding)
         else:

@@ -1,11 +1,11 @@
-"""conv2d_bias_relu: y = [relu](conv2d(x, kernel) + bias), with a hand-written gradient.
+"""conv2d_bias_relu: y = relu(conv2d(x, kernel) + bias), with a hand-written gradient.
 
 Shapes: x [batch, H, W, in], kernel [kh, kw, in, filters], bias [filters] ->
 y [batch, H', W', filters] (`tf.nn.conv2d` with `strides`, 'SAME' or 'VALID' padding,
 no dilation). The forward pass is the same ops `Conv2D` would run (TensorFlow's graph
 optimiser fuses them into one `_FusedConv2D`). The gradient, for dL/dy = dy:
 
-    dz = dy * (y > 0)   (`ReluGrad`; dz = dy without relu)
+    dz = dy * (y > 0)   (`ReluGrad`)
     d bias   = ones[1, batch*H'*W'] @ reshape(dz, [-1, filters])   (a matmul)
     d kernel = Conv2DBackpropFilter(x, dz),  d x = Conv2DBackpropInput(kernel, dz)
 
@@ -21,11 +21,11 @@ residual and separable-conv models 0.98-1.01x.
 
 `Conv2D` takes this path on CPU for 'conv' layers with a bias, dilation_rate 1 and a
 relu activation (`Conv2D.uses_fused_gradient`); values agree with autodiff to float32
-rounding (the bias sums are taken in another order). Not for linear ones: the
-custom gradient's IdentityN then sits between the bias add and the next op, and with
-a LeakyReLU there (the DCGAN discriminator) TensorFlow's graph optimiser failed
+rounding (the bias sums are taken in another order). There is no linear variant: its
+custom gradient's IdentityN sat between the bias add and the next op, and with a
+LeakyReLU there (the DCGAN discriminator) TensorFlow's graph optimiser failed
 ("remapper failed: ... fanout 'LeakyReluGrad' exist for missing node 'add'") and
-skipped its fusions for the whole step; after a relu inside, nothing follows the add.
+skipped its fusions for the whole step; with the relu inside, nothing follows the add.
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ import tensorflow as tf
 
 
 def conv2d_bias_relu(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor,
-                     strides: Sequence[int], padding: str, relu: bool) -> tf.Tensor:
-    """[relu](conv2d(x, kernel, strides, padding) + bias), gradient as in the docstring.
+                     strides: Sequence[int], padding: str) -> tf.Tensor:
+    """relu(conv2d(x, kernel, strides, padding) + bias), gradient as in the docstring.
 
     Args:
       x: [batch, H, W, in] float tensor.
@@ -44,18 +44,15 @@ def conv2d_bias_relu(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor,
       bias: [filters].
       strides: (sh, sw).
       padding: 'SAME' or 'VALID'.
-      relu: apply relu (True) or nothing (False).
     """
     full_strides = [1, int(strides[0]), int(strides[1]), 1]
 
     @tf.custom_gradient
     def fn(x, kernel, bias):
-        y = tf.nn.conv2d(x, kernel, full_strides, padding) + bias
-        if relu:
-            y = tf.nn.relu(y)
+        y = tf.nn.relu(tf.nn.conv2d(x, kernel, full_strides, padding) + bias)
 
         def grad(dy):
-            dz = tf.raw_ops.ReluGrad(gradients=dy, features=y) if relu else dy
+            dz = tf.raw_ops.ReluGrad(gradients=dy, features=y)
             dz2 = tf.reshape(dz, [-1, tf.shape(dz)[-1]])
             ones = tf.ones([1, tf.shape(dz2)[0]], dz.dtype)
             d_bias = tf.reshape(tf.matmul(ones, dz2), tf.shape(bias))
