@@ -4,6 +4,7 @@ Each `Block` says how to construct a fresh layer, the example input shape it is 
 and checked on, and which `training` values matter. `test_layers_compile.py` runs every
 block through eager / tf.function / XLA, the build-once check, a checkpoint round trip
 and an unknown-batch `TensorSpec`. Add a block here and it gets all those tests.
+Also shared helpers: `state_variables`, `value_and_grads`.
 """
 from __future__ import annotations
 
@@ -83,3 +84,13 @@ def state_variables(layer) -> list:
         if isinstance(gen, tf.random.Generator):
             out.append(gen.state)
     return out
+
+
+def value_and_grads(fn, x, variables, cot) -> list:
+    """[y, dL/dx, dL/dv for v in variables] with y = fn(x), L = sum(y * cot). x is
+    watched; the variables must be trainable ones (the tape watches those itself)."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fn(x)
+        loss = tf.reduce_sum(y * cot)
+    return [y, *tape.gradient(loss, [x, *variables])]

@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 import tfcore
+from blocks import value_and_grads
 from tfcore import conv2d as conv2d_lib
 from tfcore.conv2d_bias_relu import conv2d_bias_relu
 
@@ -33,6 +34,8 @@ def _autodiff(x, kernel, bias, strides, padding):
 
 
 def _value_and_grads(fn, x, kernel, bias, cot):
+    """blocks.value_and_grads for fn(x, kernel, bias) with kernel and bias plain
+    tensors (function arguments here), so the tape watches them too."""
     with tf.GradientTape() as tape:
         tape.watch([x, kernel, bias])
         y = fn(x, kernel, bias)
@@ -116,14 +119,6 @@ def test_conv2d_picks_it_on_cpu_when_eligible(monkeypatch):
     assert tfcore.Conv2D(4, 3, activation="relu", fused_gradient=True).uses_fused_gradient()
 
 
-def _layer_value_and_grads(layer, x, variables, cot):
-    with tf.GradientTape() as tape:  # trainable variables are watched on their own
-        tape.watch(x)
-        y = layer(x)
-        loss = tf.reduce_sum(y * cot)
-    return [y, *tape.gradient(loss, [x, *variables])]
-
-
 @pytest.mark.parametrize("fused", [True, False])
 def test_conv2d_matches_keras_either_way(fused):
     kwargs = dict(filters=5, kernel_size=3, strides=2, padding="same", activation="relu")
@@ -136,8 +131,8 @@ def test_conv2d_matches_keras_either_way(fused):
     ours.bias.assign(np.random.default_rng(4).normal(size=5).astype(np.float32))
     theirs.bias.assign(ours.bias.numpy())
     cot = _t(ours(x).shape, 5)
-    got = _layer_value_and_grads(ours, x, [ours.kernel, ours.bias], cot)
-    want = _layer_value_and_grads(theirs, x, [theirs.kernel, theirs.bias], cot)
+    got = value_and_grads(ours, x, [ours.kernel, ours.bias], cot)
+    want = value_and_grads(theirs, x, [theirs.kernel, theirs.bias], cot)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a.numpy(), b.numpy(), **TOL)
 

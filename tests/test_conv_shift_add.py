@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import tfcore
+from blocks import value_and_grads
 from tfcore import conv2d as conv2d_lib
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -22,15 +23,6 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 
 def _x(shape, seed=0):
     return tf.constant(np.random.default_rng(seed).normal(size=shape).astype(np.float32))
-
-
-def _grads(fn, x, variables, cot):
-    """y = fn(x) and d sum(y * cot) / d [x, *variables]."""
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = fn(x)
-        loss = tf.reduce_sum(y * cot)
-    return [y, *tape.gradient(loss, [x, *variables])]
 
 
 def _assert_all_close(got, want):
@@ -62,14 +54,15 @@ def test_shift_add_matches_keras_and_tf_nn_convolution(shape, kwargs):
     ours.bias.assign(_x([kwargs["filters"]], seed=5))
     theirs.bias.assign(ours.bias.numpy())
     cot = _x(theirs(x).shape, seed=99)
-    want = _grads(theirs, x, [theirs.kernel, theirs.bias], cot)
+    want = value_and_grads(theirs, x, [theirs.kernel, theirs.bias], cot)
     variables = [ours.kernel, ours.bias]
     act = tfcore.activations.get(kwargs.get("activation"))
-    reference = _grads(lambda t: act(tf.nn.bias_add(tf.nn.convolution(
+    reference = value_and_grads(lambda t: act(tf.nn.bias_add(tf.nn.convolution(
         t, ours.kernel, padding=kwargs["padding"].upper()), ours.bias)), x, variables, cot)
     _assert_all_close(reference, want)  # the reference itself agrees with Keras
     for jit in (False, True):
-        got = tf.function(lambda t: _grads(ours, t, variables, cot), jit_compile=jit)(x)
+        got = tf.function(lambda t: value_and_grads(ours, t, variables, cot),
+                          jit_compile=jit)(x)
         _assert_all_close(got, want)
         _assert_all_close(got, reference)
 
@@ -86,8 +79,8 @@ def test_auto_takes_shift_add_and_matches_keras(monkeypatch):
     assert ours.algorithm == "auto" and ours.resolved_algorithm(x.shape) == "shift_add"
     ours.kernel.assign(theirs.kernel.numpy())
     cot = _x((2, 5, 6, 2), seed=99)
-    got = tf.function(lambda t: _grads(ours, t, [ours.kernel, ours.bias], cot))(x)
-    _assert_all_close(got, _grads(theirs, x, [theirs.kernel, theirs.bias], cot))
+    got = tf.function(lambda t: value_and_grads(ours, t, [ours.kernel, ours.bias], cot))(x)
+    _assert_all_close(got, value_and_grads(theirs, x, [theirs.kernel, theirs.bias], cot))
 
     conv = tfcore.Conv2D(2, 3, padding="same", algorithm="conv")
     conv(x)

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import tfcore
+from blocks import value_and_grads
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -41,14 +42,6 @@ def copy_and_check_weights(ours, theirs):
         v.assign(np.asarray(w.numpy()))
 
 
-def _forward_and_grads(fn, x, variables, cot):
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = fn(x)
-        loss = tf.reduce_sum(y * cot)
-    return y, tape.gradient(loss, [x, *variables])
-
-
 def build_and_copy(ours, theirs, x, keras_jit=False, **our_kwargs):
     """Builds both on x (inference mode, so no statistics move) and copies weights."""
     if keras_jit:
@@ -65,15 +58,15 @@ def compare(ours, theirs, x, training=False, keras_jit=False, **our_kwargs):
     our_vars = [getattr(ours, w.name) for w in keras_vars]
 
     def keras_fn(x, cot):
-        return _forward_and_grads(lambda t: theirs(t, training=training), x,
-                                  keras_vars, cot)
+        return value_and_grads(lambda t: theirs(t, training=training), x,
+                               keras_vars, cot)
     if keras_jit:  # e.g. dilated transposed convs: TF's CPU kernel lacks them
         keras_fn = tf.function(keras_fn, jit_compile=True)
     # the output shape from an inference call (a training call would move BN stats)
     cot = _x(ours(x, training=False, **our_kwargs).shape, seed=99)
-    y_k, g_k = keras_fn(x, cot)
-    y_o, g_o = _forward_and_grads(lambda t: ours(t, training=training, **our_kwargs), x,
-                                  our_vars, cot)
+    y_k, *g_k = keras_fn(x, cot)
+    y_o, *g_o = value_and_grads(lambda t: ours(t, training=training, **our_kwargs), x,
+                                our_vars, cot)
     assert y_o.shape == y_k.shape
     np.testing.assert_allclose(y_o.numpy(), y_k.numpy(), **TOL)
     assert len(g_o) == len(g_k) == len(keras_vars) + 1
