@@ -35,6 +35,15 @@ import tensorflow as tf
 Runner = Callable[[int], Any]
 
 
+# The square float32 matmul (size^3) timed beside every model and kernel as the
+# machine's peak. 1024^3 ran ~20 % below the peak on both CPUs this project measured
+# (AMD EPYC: 328 vs 403 GFLOP/s at 2048^3; Intel Xeon: 143-150 vs 178-191 at
+# 2048-4096^3, where the larger sizes agree within noise), which inflated every
+# "% of peak"; 2048^3 is within noise of the largest sizes on both.
+PEAK_SIZE = 2048
+# The sizes the kernel bench's peak section times (to show PEAK_SIZE is a peak).
+PEAK_SIZES = (1024, 2048, 3072)
+
 @dataclasses.dataclass
 class Timing:
     """Per-step wall times of one runner (milliseconds).

@@ -4,9 +4,10 @@ Each kernel runs eagerly (`eager`), inside a `tf.function` (`graph`: TensorFlow'
 kernels, oneDNN on x86 CPUs) and inside `tf.function(jit_compile=True)` (`xla`); the
 three modes of one kernel are timed in interleaved rounds (`bench.harness`). The
 matmul peak is measured the same way in this run (square float32 matmuls per size and
-mode, records of kind 'peak'); each kernel's rounds also time a [n,n]@[n,n] graph-mode
-matmul (n = the smallest peak size) in between, and its % of peak is against that
-one, measured under the same machine load.
+mode, records of kind 'peak', sizes `harness.PEAK_SIZES`); each kernel's rounds also
+time a [n,n]@[n,n] graph-mode matmul (n = `peak_size`, default `harness.PEAK_SIZE`)
+in between, and its % of peak is against that one, measured under the same machine
+load.
 
 Kernels (batch sizes are the models' defaults: 128, DCGAN 64):
 
@@ -36,7 +37,8 @@ are the convolution's (3x the forward), for both algorithms.
 
 Records: `kind` 'kernel' (or 'peak' for the matmul peak), `model` (the kernel name),
 `shape`, `mode`, `median_ms`, `min_ms`, `max_ms`, `samples_ms`, `steps`, `flops`
-(per call; None for BatchNorm), `gflops`, `peak_gflops`, `pct_of_peak`.
+(per call; None for BatchNorm), `gflops`, `peak_gflops`, `pct_of_peak`, and for
+kernels `peak_size` (the matmul timed beside them).
 """
 from __future__ import annotations
 
@@ -159,7 +161,7 @@ def _runners(fn: Callable, args: Sequence[Any], modes: Sequence[str]
     return {m: harness.repeat(lambda c=compiled[m]: c(*args)) for m in modes}
 
 
-def measure_peak(sizes: Sequence[int] = (1024, 2048), modes: Sequence[str] = ("graph", "xla"),
+def measure_peak(sizes: Sequence[int] = harness.PEAK_SIZES, modes: Sequence[str] = ("graph", "xla"),
                  steps: int = 3, rounds: int = 5, warmup: int = 1,
                  time_budget_s: Optional[float] = None) -> List[Dict[str, Any]]:
     """Square float32 matmul GFLOP/s per size and mode (records of kind 'peak')."""
@@ -180,7 +182,8 @@ def measure_peak(sizes: Sequence[int] = (1024, 2048), modes: Sequence[str] = ("g
 
 def run_kernels(steps: int = 5, rounds: int = 5, warmup: int = 2,
                 modes: Sequence[str] = KERNEL_MODES, names: Optional[Sequence[str]] = None,
-                peak_sizes: Sequence[int] = (1024, 2048),
+                peak_sizes: Sequence[int] = harness.PEAK_SIZES,
+                peak_size: int = harness.PEAK_SIZE,
                 time_budget_s: Optional[float] = None,
                 log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """Times the peak matmuls, then every kernel in every mode; returns the records.
@@ -189,7 +192,8 @@ def run_kernels(steps: int = 5, rounds: int = 5, warmup: int = 2,
       steps: calls per timed round. rounds: timed rounds. warmup: untimed calls.
       modes: subset of ('eager', 'graph', 'xla').
       names: kernels to run (default: all of `kernel_specs`).
-      peak_sizes: square matmul sizes for the peak.
+      peak_sizes: square matmul sizes of the peak section.
+      peak_size: the square matmul timed in every kernel's rounds for its % of peak.
       time_budget_s: cap on each kernel's timed rounds (at least 3 rounds), see
         `bench.harness.interleave`.
       log: progress printer.
@@ -197,6 +201,8 @@ def run_kernels(steps: int = 5, rounds: int = 5, warmup: int = 2,
     bad = [m for m in modes if m not in KERNEL_MODES]
     if bad:
         raise ValueError(f"unknown kernel modes {bad}; known: {', '.join(KERNEL_MODES)}")
+    if isinstance(peak_size, bool) or not isinstance(peak_size, int) or peak_size < 1:
+        raise ValueError(f"peak_size must be an integer >= 1, got {peak_size!r}")
     records = measure_peak(peak_sizes, [m for m in modes if m != "eager"] or ["graph"],
                            steps=max(1, min(steps, 3)), rounds=rounds,
                            time_budget_s=time_budget_s)
@@ -212,7 +218,7 @@ def run_kernels(steps: int = 5, rounds: int = 5, warmup: int = 2,
             raise ValueError(f"unknown kernels {unknown}")
         specs = [s for s in specs if s[0] in names]
     rng = np.random.default_rng(2)
-    n = min(peak_sizes)
+    n = peak_size
     a, b = _randn(rng, n, n), _randn(rng, n, n)
     peak_run = _runners(tf.linalg.matmul, (a, b), ["graph"])["graph"]
     for name, shape, fn, args, flops in specs:
@@ -226,6 +232,7 @@ def run_kernels(steps: int = 5, rounds: int = 5, warmup: int = 2,
             gflops = flops / (tm.median_ms * 1e-3) / 1e9 if flops else None
             records.append({"kind": "kernel", "model": name, "shape": shape, "mode": mode,
                             "flops": flops, "gflops": gflops, "peak_gflops": local_peak,
+                            "peak_size": n,
                             "pct_of_peak": 100.0 * gflops / local_peak if gflops else None,
                             **tm.to_dict()})
         log(f"[kernels] {name}: " + ", ".join(f"{m} {tm.median_ms:.3f}" for m, tm in t.items())

@@ -109,6 +109,7 @@ def test_bench_smoke_writes_records_and_report(tmp_path):
         assert r["flop_source"] == "xla_hlo" and r["flops"] > 0
         assert math.isclose(r["gflops"], r["flops"] / r["median_ms"] / 1e6, rel_tol=1e-9)
         assert r["best_keras_mode"] == "keras_graph"
+        assert r["peak_size"] == harness.PEAK_SIZE and r["peak_gflops"] > 0
     keras_row = loaded[1]
     assert keras_row["ratio_to_best_keras"] == pytest.approx(1.0)
     # dense AE, hidden 32: 3 matmuls per layer (fwd, dx, dW) minus the encoder's dx.
@@ -116,6 +117,39 @@ def test_bench_smoke_writes_records_and_report(tmp_path):
     assert loaded[0]["flops"] == 5 * small
     text = open(md).read()
     assert "| dense_ae_tied | graph |" in text and "x best Keras" in text
+    assert f"{harness.PEAK_SIZE}^3 matmul (graph) interleaved" in text
+    assert "above 100 % of the peak" not in text  # tiny models, far below it
+
+
+def test_kernels_time_the_peak_matmul_beside_each_kernel():
+    from bench import kernels
+    records = kernels.run_kernels(steps=1, rounds=2, warmup=0, modes=["graph"],
+                                  names=["matmul_dense"], peak_sizes=(64, 128),
+                                  peak_size=96, log=lambda s: None)
+    assert [(r["kind"], r["model"]) for r in records] == [
+        ("peak", "matmul_64"), ("peak", "matmul_128"), ("kernel", "matmul_dense")]
+    kernel = records[-1]
+    assert kernel["flops"] == 2 * 128 * 4608 * 128 and kernel["peak_gflops"] > 0
+    assert kernel["peak_size"] == 96
+    assert kernel["pct_of_peak"] == pytest.approx(
+        100 * kernel["gflops"] / kernel["peak_gflops"])
+    with pytest.raises(ValueError, match="peak_size must be an integer >= 1, got 0"):
+        kernels.run_kernels(names=["matmul_dense"], peak_size=0)
+
+
+def test_report_flags_rows_above_the_peak():
+    """A row faster than the matmul timed as the peak means that matmul was not the
+    machine's peak (1024^3 on this project's CPUs): the report says so."""
+    rows = [dict(_record("vat_cnn", "graph", [10.0]), peak_gflops=100.0, peak_size=1024,
+                 gflops=120.0, pct_of_peak=120.0, min_ms=10.0, max_ms=10.0,
+                 gflop_per_step=1.2, flop_source="xla_hlo"),
+            dict(_record("dense_ae", "graph", [10.0]), peak_gflops=100.0, peak_size=1024,
+                 gflops=60.0, pct_of_peak=60.0, min_ms=10.0, max_ms=10.0,
+                 gflop_per_step=0.6, flop_source="xla_hlo")]
+    text = run.markdown(rows)
+    assert "1024^3 matmul (graph) interleaved" in text
+    (line,) = [ln for ln in text.splitlines() if "above 100 % of the peak" in ln]
+    assert "vat_cnn (graph)" in line and "dense_ae" not in line
 
 
 def test_loop_mode_runs_a_round_in_one_call_and_reports_its_speed_up():
