@@ -78,7 +78,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from tfcore import activations, initializers
-from tfcore.conv2d_bias_relu import conv2d_bias_relu
+from tfcore.conv2d_bias_relu import conv2d_bias_relu, use_fused_gradient
 from tfcore.layer import add_bias, Layer, check_positive_int, normalize_padding, normalize_tuple
 
 IntOr2 = Union[int, Sequence[int]]
@@ -193,9 +193,7 @@ class Conv2D(Layer):
                              f"dilation_rate 1, got strides={strides!r} and "
                              f"dilation_rate={dilation_rate!r}")
         self.algorithm = algorithm
-        if not (fused_gradient is None or isinstance(fused_gradient, bool)):
-            raise ValueError(f"Conv2D fused_gradient must be None, True or False, "
-                             f"got {fused_gradient!r}")
+        use_fused_gradient(fused_gradient, False, "Conv2D")  # checks the value
         self.fused_gradient = fused_gradient
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
@@ -245,9 +243,7 @@ class Conv2D(Layer):
         """Whether a 'conv' call goes through `conv2d_bias_relu` (see `fused_gradient`)."""
         eligible = (self.use_bias and self.dilation_rate == (1, 1)
                     and self.activation is activations.relu)
-        if self.fused_gradient is None:
-            return eligible and not _gpu_visible()
-        return eligible and self.fused_gradient
+        return use_fused_gradient(self.fused_gradient, eligible, "Conv2D")
 
     def call(self, x: tf.Tensor, training: bool = False, seed=None) -> tf.Tensor:
         """x [batch, H, W, in] -> [batch, H', W', filters]."""
