@@ -450,8 +450,8 @@ def run_bench(models: Sequence[str] = DEFAULT_MODELS, modes: Sequence[str] = MOD
       kernels: also run `bench.kernels` (micro-benchmarks and matmul peaks).
       kernel_steps: calls per round for the kernels.
       peak_size: the square matmul (size^3) timed with every model for its % of peak
-        (default `bench.harness.PEAK_SIZE`, 2048: a 1024^3 matmul runs ~20 % below the machine's
-        matmul peak on this project's CPUs, and the % of peak would be inflated).
+        (default `bench.harness.PEAK_SIZE`, 2048: a 1024^3 matmul runs ~20 % below
+        the machine's matmul peak on this project's CPUs, inflating the % of peak).
       seed: data and initialisation seed.
       log: progress printer.
       partial_out: if given, the records so far are written there (JSON) after every
