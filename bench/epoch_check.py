@@ -84,6 +84,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench import harness  # noqa: E402
 from bench import run as bench_run  # noqa: E402
 
 MODELS = ("vat_cnn", "vat_cnn_vat", "dense_ae", "conv_ae", "dcgan")
@@ -322,12 +323,6 @@ def _bench_ms(name: str, mode: str, batch_size: int, steps: int, rounds: int,
     return float(record["median_ms"])
 
 
-def _check_int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 def check_model(name: str, steps_per_epoch: int = 40, epochs: int = 3, *,
                 mnist=None, data_dir: Optional[str] = None, bench_steps: int = 10,
                 bench_rounds: int = 5, bench_warmup: int = 1,
@@ -336,8 +331,8 @@ def check_model(name: str, steps_per_epoch: int = 40, epochs: int = 3, *,
     """Bench, binary, bench again for one model; returns its record (module docstring)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    steps_per_epoch = _check_int(steps_per_epoch, "steps_per_epoch", 1)
-    epochs = _check_int(epochs, "epochs", 2)  # the first epoch traces: needs a second
+    steps_per_epoch = harness.check_count(steps_per_epoch, "steps_per_epoch", 1)
+    epochs = harness.check_count(epochs, "epochs", 2)  # the first epoch traces: needs a second
     batch_size = bench_run.MODELS[name].batch_size
     if steps_per_epoch * batch_size > MNIST_TRAIN:
         raise ValueError(f"steps_per_epoch * batch size ({steps_per_epoch} * {batch_size})"

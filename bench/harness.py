@@ -44,6 +44,7 @@ PEAK_SIZE = 2048
 # The sizes the kernel bench's peak section times (to show PEAK_SIZE is a peak).
 PEAK_SIZES = (1024, 2048, 3072)
 
+
 @dataclasses.dataclass
 class Timing:
     """Per-step wall times of one runner (milliseconds).
@@ -106,7 +107,9 @@ def block(outputs: Any) -> None:
             t.numpy()
 
 
-def _check_count(value, what: str, low: int) -> int:
+def check_count(value, what: str, low: int) -> int:
+    """`value` as an int (Python or NumPy); ValueError naming `what` if it is not an
+    integer >= `low` (a bool is not)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{what} must be an integer >= {low}, got {value!r}")
     return int(value)
@@ -145,12 +148,12 @@ def interleave(runners: Mapping[str, Runner], steps: int = 10, rounds: int = 5,
     for name, run in runners.items():
         if not callable(run):
             raise ValueError(f"runner {name!r} must be callable, got {run!r}")
-    steps = _check_count(steps, "steps", 1)
-    rounds = _check_count(rounds, "rounds", 1)
-    warmup = _check_count(warmup, "warmup", 0)
-    per = {name: _check_count((steps_for or {}).get(name, steps), f"steps for {name!r}", 1)
+    steps = check_count(steps, "steps", 1)
+    rounds = check_count(rounds, "rounds", 1)
+    warmup = check_count(warmup, "warmup", 0)
+    per = {name: check_count((steps_for or {}).get(name, steps), f"steps for {name!r}", 1)
            for name in runners}
-    warm = {name: _check_count((warmup_for or {}).get(name, warmup), f"warmup for {name!r}", 0)
+    warm = {name: check_count((warmup_for or {}).get(name, warmup), f"warmup for {name!r}", 0)
             for name in runners}
     for name, run in runners.items():
         if warm[name]:

@@ -201,8 +201,7 @@ def run_kernels(steps: int = 5, rounds: int = 5, warmup: int = 2,
     bad = [m for m in modes if m not in KERNEL_MODES]
     if bad:
         raise ValueError(f"unknown kernel modes {bad}; known: {', '.join(KERNEL_MODES)}")
-    if isinstance(peak_size, bool) or not isinstance(peak_size, int) or peak_size < 1:
-        raise ValueError(f"peak_size must be an integer >= 1, got {peak_size!r}")
+    peak_size = harness.check_count(peak_size, "peak_size", 1)
     records = measure_peak(peak_sizes, [m for m in modes if m != "eager"] or ["graph"],
                            steps=max(1, min(steps, 3)), rounds=rounds,
                            time_budget_s=time_budget_s)

@@ -78,7 +78,8 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from tfcore import activations, initializers
-from tfcore.conv2d_bias_relu import conv2d_bias_relu, use_fused_gradient
+from tfcore.conv2d_bias_relu import (check_fused_gradient, conv2d_bias_relu,
+                                     use_fused_gradient)
 from tfcore.layer import add_bias, Layer, check_positive_int, normalize_padding, normalize_tuple
 
 IntOr2 = Union[int, Sequence[int]]
@@ -193,8 +194,7 @@ class Conv2D(Layer):
                              f"dilation_rate 1, got strides={strides!r} and "
                              f"dilation_rate={dilation_rate!r}")
         self.algorithm = algorithm
-        use_fused_gradient(fused_gradient, False, "Conv2D")  # checks the value
-        self.fused_gradient = fused_gradient
+        self.fused_gradient = check_fused_gradient(fused_gradient, "Conv2D")
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
@@ -243,7 +243,7 @@ class Conv2D(Layer):
         """Whether a 'conv' call goes through `conv2d_bias_relu` (see `fused_gradient`)."""
         eligible = (self.use_bias and self.dilation_rate == (1, 1)
                     and self.activation is activations.relu)
-        return use_fused_gradient(self.fused_gradient, eligible, "Conv2D")
+        return use_fused_gradient(self.fused_gradient, eligible)
 
     def call(self, x: tf.Tensor, training: bool = False, seed=None) -> tf.Tensor:
         """x [batch, H, W, in] -> [batch, H', W', filters]."""

@@ -16,17 +16,18 @@ speed. Measured on the project's 2-core CPU (TF 2.21, Intel Xeon with AVX-512), 
 reshape 1.6 ms, the matmul 0.87 ms (`BiasAddGrad` 0.85 ms, but with `tf.nn.bias_add`
 oneDNN fuses it into the filter gradient, which was slower, see `tfcore.layer.add_bias`).
 Whole graph-mode train steps against the same with autodiff, interleaved (two runs):
-the VAT CNN's plain step 0.93-0.95x, its VAT step 0.93-0.96x, the conv autoencoders,
-residual and separable-conv models 0.98-1.01x.
+the VAT CNN's plain step 0.93-0.95x, its VAT step 0.93-0.96x, the conv autoencoders
+and residual model 0.98-1.01x (Conv2D only; the separable convnet's 0.84x came with
+SeparableConv2D taking it).
 
 `Conv2D` takes this path on CPU for 'conv' layers with a bias, dilation_rate 1 and a
 relu activation (`Conv2D.uses_fused_gradient`), and `SeparableConv2D` for its 1x1
 pointwise convolution when it has a bias and a relu (there the `Sum` it replaces is
 a third of the depthwise-separable convnet's step, see that module); both take a
-`fused_gradient` argument resolved by `use_fused_gradient`. Values agree with autodiff to float32
-rounding (the bias sums are taken in another order). There is no linear variant: its
-custom gradient's IdentityN sat between the bias add and the next op, and with a
-LeakyReLU there (the DCGAN discriminator) TensorFlow's graph optimiser failed
+`fused_gradient` argument (`check_fused_gradient`) resolved by `use_fused_gradient`.
+Values agree with autodiff to float32 rounding (the bias sums are taken in another
+order). There is no linear variant: its custom gradient's IdentityN sat between the
+bias add and the next op, and with a LeakyReLU there (the DCGAN discriminator) TensorFlow's graph optimiser failed
 ("remapper failed: ... fanout 'LeakyReluGrad' exist for missing node 'add'") and
 skipped its fusions for the whole step; with the relu inside, nothing follows the add.
 """
@@ -41,19 +42,24 @@ def _gpu_visible() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def use_fused_gradient(setting: Optional[bool], eligible: bool, layer: str) -> bool:
-    """Whether a layer computes its conv + bias + relu with `conv2d_bias_relu`.
-
-    Args:
-      setting: the layer's `fused_gradient`: None (the default: yes on CPU, where it
-        was measured; a visible GPU keeps autodiff), True or False.
-      eligible: whether the layer has a bias and a relu (and whatever else its
-        convolution needs for this path).
-      layer: the layer's class name, for the error on a bad `setting`.
-    """
+def check_fused_gradient(setting, layer: str) -> Optional[bool]:
+    """A layer's `fused_gradient` argument, checked: None, True or False (else a
+    ValueError naming `layer`, the layer's class name)."""
     if not (setting is None or isinstance(setting, bool)):
         raise ValueError(f"{layer} fused_gradient must be None, True or False, "
                          f"got {setting!r}")
+    return setting
+
+
+def use_fused_gradient(setting: Optional[bool], eligible: bool) -> bool:
+    """Whether a layer computes its conv + bias + relu with `conv2d_bias_relu`.
+
+    Args:
+      setting: the layer's checked `fused_gradient`: None (the default: yes on CPU,
+        where it was measured; a visible GPU keeps autodiff), True or False.
+      eligible: whether the layer has a bias and a relu (and whatever else its
+        convolution needs for this path).
+    """
     if setting is None:
         return eligible and not _gpu_visible()
     return eligible and setting

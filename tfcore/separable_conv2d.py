@@ -24,7 +24,8 @@ from typing import Optional
 import tensorflow as tf
 
 from tfcore import activations, initializers
-from tfcore.conv2d_bias_relu import conv2d_bias_relu, use_fused_gradient
+from tfcore.conv2d_bias_relu import (check_fused_gradient, conv2d_bias_relu,
+                                     use_fused_gradient)
 from tfcore.layer import add_bias, Layer, check_positive_int, normalize_padding, normalize_tuple
 
 
@@ -71,8 +72,7 @@ class SeparableConv2D(Layer):
         self.depthwise_initializer = initializers.get(depthwise_initializer)
         self.pointwise_initializer = initializers.get(pointwise_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
-        use_fused_gradient(fused_gradient, False, "SeparableConv2D")  # checks the value
-        self.fused_gradient = fused_gradient
+        self.fused_gradient = check_fused_gradient(fused_gradient, "SeparableConv2D")
 
     def build(self, input_shape):
         shape = tf.TensorShape(input_shape)
@@ -92,7 +92,7 @@ class SeparableConv2D(Layer):
     def uses_fused_gradient(self) -> bool:
         """Whether the pointwise part goes through `conv2d_bias_relu` (`fused_gradient`)."""
         eligible = self.use_bias and self.activation is activations.relu
-        return use_fused_gradient(self.fused_gradient, eligible, "SeparableConv2D")
+        return use_fused_gradient(self.fused_gradient, eligible)
 
     def call(self, x, training=False, seed=None):
         if self.uses_fused_gradient():
