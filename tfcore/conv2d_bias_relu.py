@@ -28,8 +28,9 @@ a third of the depthwise-separable convnet's step, see that module); both take a
 Values agree with autodiff to float32 rounding (the bias sums are taken in another
 order). There is no linear variant: its custom gradient's IdentityN sat between the
 bias add and the next op, and with a LeakyReLU there (the DCGAN discriminator)
-TensorFlow's graph optimiser failed ("remapper failed: ... fanout 'LeakyReluGrad' exist for missing node 'add'") and
-skipped its fusions for the whole step; with the relu inside, nothing follows the add.
+TensorFlow's graph optimiser failed ("remapper failed: ... fanout 'LeakyReluGrad'
+exist for missing node 'add'") and skipped its fusions for the whole step; with the
+relu inside, nothing follows the add.
 """
 from __future__ import annotations
 
