@@ -6,11 +6,11 @@
 What is compared, and why
 -------------------------
 `bench.run` times a model's train step alone: the `step_fn` from models/, driven by
-`tfcore.loop.Loop` with one compiled call per step, on synthetic data already on the
+`tfcore.training.loop.Loop` with one compiled call per step, on synthetic data already on the
 device, in interleaved rounds after an untimed warm-up (median ms per step). A
 training binary (`train.vat`, `train.autoencoder`, `train.dcgan`) writes
 `steps_per_second` into metrics.json: the steady state measured by
-`tfcore.callbacks.EpochTimer`, the steps of this process's epochs after the first
+`tfcore.training.callbacks.EpochTimer`, the steps of this process's epochs after the first
 divided by their training time, each epoch timed from its start to its last step.
 That rate leaves out
 
@@ -30,7 +30,7 @@ can be trusted as measurements of the same thing.
 What runs, per model, in one process
 ------------------------------------
 1. the bench (`bench.run.bench_model`) in the compile mode the binary's `--jit=auto`
-   picks (`tfcore.compile.resolve_jit('auto', cpu_xla=...)`: 'xla' on a GPU, on CPU the
+   picks (`tfcore.training.compile.resolve_jit('auto', cpu_xla=...)`: 'xla' on a GPU, on CPU the
    model's measured choice, XLA for the dense autoencoder), at
    the bench's batch size for the model (`bench.run.MODELS[name].batch_size`);
 2. the binary's library call `train_and_evaluate(config, workdir, ...)` in a
@@ -308,7 +308,7 @@ def config_differences(name: str, run: BinaryRun, metrics: Dict[str, Any],
 def bench_mode(name: str) -> str:
     """The bench mode of the binaries' `--jit=auto` for bench model `name`: 'xla' on a
     GPU, else the model's measured CPU choice (`bench.run.MODELS[name].cpu_xla`)."""
-    from tfcore.compile import resolve_jit
+    from tfcore.training.compile import resolve_jit
     return "xla" if resolve_jit("auto", cpu_xla=bench_run.MODELS[name].cpu_xla) else "graph"
 
 

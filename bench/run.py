@@ -9,7 +9,7 @@ each mode, and the Keras 3 equivalent (`bench.keras_models`) beside it:
 
 | mode          | what runs                                                              |
 | ------------- | ---------------------------------------------------------------------- |
-| `eager`       | `tfcore.loop.Loop`, one step per call, functions run eagerly           |
+| `eager`       | `tfcore.training.loop.Loop`, one step per call, functions run eagerly           |
 | `graph`       | `Loop`, one `tf.function` call per step (jit off)                      |
 | `xla`         | `Loop`, one `tf.function(jit_compile=True)` call per step              |
 | `loop`        | `Loop(steps_per_call=steps)`: all of a round's steps in ONE compiled call (a `tf.while_loop` gathering its batches from the on-device `DeviceDataset`); jit per `--loop_jit` |
@@ -80,7 +80,7 @@ class TfcoreSetup:
 
     Attributes:
       step_fn: the un-compiled `step_fn(batch, seed) -> {name: scalar}` from models/.
-      objects: its trackables (model(s), optimizer(s)), for `tfcore.loop.Loop`.
+      objects: its trackables (model(s), optimizer(s)), for `tfcore.training.loop.Loop`.
       arrays: the in-memory training set (NumPy nest, first axis = examples).
     """
 
@@ -249,7 +249,7 @@ VAT_PAIRS = (("vat_cnn_vat", "vat_cnn"), ("vat_cnn_vat_dropout", "vat_cnn_dropou
 
 # -- runners ---------------------------------------------------------------------------
 def _loop(setup: TfcoreSetup, data, jit: bool, steps_per_call: int = 1):
-    from tfcore import loop as loop_lib
+    from tfcore.training import loop as loop_lib
     # The steps branch on Python values only: tracing them without AutoGraph gives
     # the same graph, several times faster (AutoGraph's conversion of the whole
     # model code dominated the start-up of every mode).
@@ -318,9 +318,9 @@ def bench_model(name: str, modes: Sequence[str], batch_size: int, steps: int,
     """Times one model in every mode (interleaved) and returns its records.
 
     `loop_jit`: the `loop` mode's compile mode, 'auto' | 'on' | 'off' or a bool;
-    'auto' resolves per model (`tfcore.compile.resolve_jit` with its `cpu_xla`).
+    'auto' resolves per model (`tfcore.training.compile.resolve_jit` with its `cpu_xla`).
     """
-    from tfcore.compile import resolve_jit
+    from tfcore.training.compile import resolve_jit
     from tfcore.data import DeviceDataset
     spec = MODELS[name]
     auto_xla = resolve_jit("auto", cpu_xla=spec.cpu_xla)
@@ -445,7 +445,7 @@ def run_bench(models: Sequence[str] = DEFAULT_MODELS, modes: Sequence[str] = MOD
       warmup: untimed steps per mode first (the loop mode: one round).
       eager_steps: steps per round of the (slow) eager mode.
       loop_jit: 'auto' | 'on' | 'off': compile mode of the `loop` mode
-        (`tfcore.compile.resolve_jit`).
+        (`tfcore.training.compile.resolve_jit`).
       device: 'cpu' or 'gpu'.
       kernels: also run `bench.kernels` (micro-benchmarks and matmul peaks).
       kernel_steps: calls per round for the kernels.
@@ -520,7 +520,7 @@ def _paired(a: Dict[str, Any], b: Dict[str, Any]) -> float:
 
 def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Derived figures: VAT/plain ratios, jit=auto choice vs best, loop speed-ups, targets."""
-    from tfcore.compile import resolve_jit
+    from tfcore.training.compile import resolve_jit
     steps = _by(records)
     models = list(dict.fromkeys(m for m, _ in steps))
     out: Dict[str, Any] = {"vat_ratios": [], "jit_auto": [], "loop_speedup": [],
@@ -665,7 +665,7 @@ def markdown(records: List[Dict[str, Any]], command: str = "",
             lines.append(f"| {v['vat']} / {v['plain']} | {v['mode']} | {v['time_ratio']:.2f} "
                          f"| {v['flop_ratio']:.2f} | {v['deviation_pct']:+.0f}% |")
     if s["jit_auto"]:
-        lines += ["", "### `--jit=auto` (tfcore.compile.resolve_jit) vs the measured best",
+        lines += ["", "### `--jit=auto` (tfcore.training.compile.resolve_jit) vs the measured best",
                   "", f"xla / graph: median of per-round ratios; within {JIT_TIE:.0%} "
                   "of 1 the two are even (either choice agrees).", "",
                   "| model | auto picks | graph ms | xla ms | xla / graph | measured best "
@@ -761,7 +761,7 @@ def _define_flags():
                          "one round).")
     flags.DEFINE_integer("eager_steps", 1, "Steps per round of the eager mode.")
     flags.DEFINE_enum("loop_jit", "auto", ["auto", "on", "off"], "Compile mode of the "
-                      "multi-step loop (auto: tfcore.compile.resolve_jit).")
+                      "multi-step loop (auto: tfcore.training.compile.resolve_jit).")
     flags.DEFINE_enum("device", "cpu", list(DEVICES), "cpu or gpu (gpu: skipped with a "
                       "message when none is visible).")
     flags.DEFINE_boolean("kernels", True, "Also run the kernel micro-benchmarks.")

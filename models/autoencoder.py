@@ -40,9 +40,9 @@ stays the clean `x`.
 
 `make_train_step(model, optimizer, noise_factor, learning_rate_fn)` returns an
 un-compiled `step_fn(batch, seed) -> {'loss', 'mse'[, 'learning_rate']}` for
-`tfcore.loop.fit` (which compiles it); `make_metrics_fn(model)` the per-example
-`{'bce', 'mse'}` for `tfcore.loop.make_eval_fn`. Learning-rate schedules come from
-`tfcore.lr_schedule.make_learning_rate_fn` (constant / cosine / step /
+`tfcore.training.loop.fit` (which compiles it); `make_metrics_fn(model)` the per-example
+`{'bce', 'mse'}` for `tfcore.training.loop.make_eval_fn`. Learning-rate schedules come from
+`tfcore.training.lr_schedule.make_learning_rate_fn` (constant / cosine / step /
 warm-up-stable-decay), evaluated from `optimizer.iterations` inside the step (no
 retracing, exact on resume).
 """
@@ -54,7 +54,8 @@ from typing import Callable, List, Optional, Tuple, Union
 import tensorflow as tf
 
 import tfcore
-from tfcore import activations, distribute, losses, lr_schedule
+from tfcore import activations, losses
+from tfcore.training import distribute, lr_schedule
 from tfcore.layer import Layer, check_positive_int
 from tfcore.tied_dense import TiedDense
 
@@ -219,7 +220,7 @@ class ConvAutoencoder(_Autoencoder):
 
 def prefers_xla_on_cpu(model: str) -> bool:
     """The compile mode `--jit=auto` takes on CPU for this model (the `cpu_xla` of
-    `tfcore.compile.resolve_jit`): XLA for 'dense', graph mode for 'conv'.
+    `tfcore.training.compile.resolve_jit`): XLA for 'dense', graph mode for 'conv'.
 
     Measured with `bench.run` (README): XLA fuses the dense autoencoder's element-wise
     work (bias adds, sigmoids, the BCE) and ran its step faster than graph mode, while
@@ -277,7 +278,7 @@ def make_train_step(model: _Autoencoder, optimizer, noise_factor: float = 0.0,
       model: a BUILT autoencoder.
       optimizer: a `tfcore.optimizers` optimizer (built on the model's variables).
       noise_factor: > 0 for a denoising autoencoder (noise from `seed`).
-      learning_rate_fn: optional `lr(t)` (`tfcore.lr_schedule.make_learning_rate_fn`); before each
+      learning_rate_fn: optional `lr(t)` (`tfcore.training.lr_schedule.make_learning_rate_fn`); before each
         update the optimizer's `learning_rate` variable is assigned
         `lr(optimizer.iterations)`.
 
@@ -310,7 +311,7 @@ def make_train_step(model: _Autoencoder, optimizer, noise_factor: float = 0.0,
 
 
 def make_metrics_fn(model: _Autoencoder) -> Callable:
-    """Per-example evaluation metrics for `tfcore.loop.make_eval_fn`.
+    """Per-example evaluation metrics for `tfcore.training.loop.make_eval_fn`.
 
     Returns:
       `metric_fn(batch) -> {'bce': [b], 'mse': [b]}`; `batch` is clean images (the

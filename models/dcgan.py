@@ -32,7 +32,7 @@ Both networks take `update_stats=False` (training-mode batch statistics without
 moving-average updates), forwarded to their BatchNorms.
 
 `make_train_step` binds them to `tfcore.gan`'s D and G steps as an UN-compiled
-`step(batch, seed) -> dict` for `tfcore.loop.fit` (which compiles it) and benchmarks.
+`step(batch, seed) -> dict` for `tfcore.training.loop.fit` (which compiles it) and benchmarks.
 """
 from __future__ import annotations
 
@@ -266,7 +266,7 @@ def make_train_step(generator: Generator, discriminator: Discriminator, g_opt: A
     [batch, *generator.latent_shape] sized from the batch and seeded from `seed`
     (stateless philox; stateful draws when None). Only D's variables move in D steps,
     only G's in G steps; D's BatchNorm moving statistics are restored after the G step.
-    `tfcore.loop.fit` compiles it (graph mode or XLA per `--jit`); wrap it in a
+    `tfcore.training.loop.fit` compiles it (graph mode or XLA per `--jit`); wrap it in a
     `tf.function` yourself to call it directly.
 
     Builds the networks (one call on zeros) and the optimizers' slots if needed.

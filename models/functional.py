@@ -87,7 +87,7 @@ MODEL_NAMES = ("dense_example", "qa", "multi_output", "inception", "residual",
 # ms/step, siamese_lstm 2.8 vs 3.9). Not multi_output (Embedding + Conv1D, three
 # heads): its single XLA step was even with graph mode (0.94-1.01), but its compiled
 # multi-step loop under XLA took 1,621 ms/step against 36 (graph), so auto keeps graph.
-# `--jit=auto` takes XLA for these on CPU (`tfcore.compile.resolve_jit(cpu_xla=...)`).
+# `--jit=auto` takes XLA for these on CPU (`tfcore.training.compile.resolve_jit(cpu_xla=...)`).
 CPU_XLA_MODELS = ("qa", "siamese_lstm")
 
 

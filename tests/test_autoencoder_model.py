@@ -15,7 +15,8 @@ import tensorflow as tf
 
 import tfcore
 from models import autoencoder as ae
-from tfcore import image_grid, lr_schedule
+from tfcore import image_grid
+from tfcore.training import lr_schedule
 from tfcore.tied_dense import TiedDense
 
 keras = pytest.importorskip("keras")

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import tfcore
-from tfcore import callbacks, checkpointing, loop, summaries
+from tfcore.training import callbacks, checkpointing, loop, summaries
 
 
 class _SGD(tf.Module):
@@ -292,7 +292,7 @@ def test_callback_argument_errors():
         callbacks.ModelCheckpoint(every_steps=0)
     with pytest.raises(ValueError, match="log_every must be a positive integer"):
         callbacks.TensorBoard(log_every=0)
-    with pytest.raises(ValueError, match="callbacks must be tfcore.callbacks.Callback"):
+    with pytest.raises(ValueError, match="callbacks must be tfcore.training.callbacks.Callback"):
         x, y, model, opt, step = _setup()
         loop.Loop(step, (x, y), batch_size=8, objects={"model": model},
                   callbacks=[object()])

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcore import checkpointing, loop, metrics_io
+from tfcore.training import checkpointing, loop, metrics_io
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -26,7 +26,7 @@ COMMON = textwrap.dedent('''
     import numpy as np
     import tensorflow as tf
     import tfcore
-    from tfcore import callbacks, loop
+    from tfcore.training import callbacks, loop
 
     def make_data(n=60, d=5):
         rs = np.random.RandomState(0)

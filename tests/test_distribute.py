@@ -17,18 +17,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcore import distribute
+from tfcore.training import distribute
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 SCRIPT = textwrap.dedent('''
     import json
-    from tfcore import distribute
+    from tfcore.training import distribute
     distribute.use_logical_cpus(2)              # before TF touches its devices
     import numpy as np
     import tensorflow as tf
     import tfcore
-    from tfcore import loop
+    from tfcore.training import loop
 
     multi_worker = distribute.get_strategy("multi_worker")  # at startup (no TF_CONFIG)
     mirrored = distribute.get_strategy("mirrored")

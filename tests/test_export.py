@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tfcore
-from tfcore import export
+from tfcore.training import export
 
 RELOAD = textwrap.dedent('''
     import json, sys

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import tfcore
-from tfcore import callbacks, checkpointing, compile as tcompile, loop
+from tfcore.training import callbacks, checkpointing, compile as tcompile, loop
 
 try:
     from tfcore.optimizers import get as get_optimizer

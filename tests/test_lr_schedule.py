@@ -1,11 +1,12 @@
-"""tfcore.lr_schedule.scheduled_step: the rate assigned before each update, from the
+"""tfcore.training.lr_schedule.scheduled_step: the rate assigned before each update, from the
 optimizer's own step count (the schedules' values are tested in
 test_autoencoder_model.test_learning_rate_schedules)."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcore import lr_schedule, optimizers
+from tfcore import optimizers
+from tfcore.training import lr_schedule
 
 
 def _sgd_step(var, opt):

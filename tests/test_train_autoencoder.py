@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from tfcore import image_grid, summaries
+from tfcore import image_grid
+from tfcore.training import summaries
 from train import ae_table
 from train import autoencoder as binary
 
@@ -168,6 +169,6 @@ def test_flag_choices_match_the_library():
     """train.autoencoder spells its enum choices out (parsing flags imports no
     TensorFlow); they must stay the library's."""
     from models import autoencoder as ae_model
-    from tfcore import lr_schedule
+    from tfcore.training import lr_schedule
     assert binary.SCHEDULES == lr_schedule.SCHEDULES
     assert binary.DECODERS == ae_model.DECODERS

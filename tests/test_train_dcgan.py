@@ -23,7 +23,8 @@ from absl import flags
 from PIL import Image
 
 from models import vat_cnn
-from tfcore import checkpointing, gan_metrics, metrics_io, summaries
+from tfcore import gan_metrics
+from tfcore.training import checkpointing, metrics_io, summaries
 from tfcore.data import load_mnist, mnist_images
 from train import dcgan, gan_eval
 

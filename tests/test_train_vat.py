@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from tfcore import callbacks as tfcallbacks
+from tfcore.training import callbacks as tfcallbacks
 from tfcore.data import balanced_subset, load_mnist, mnist_images
 from train import vat
 from train import vat_table

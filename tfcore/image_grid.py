@@ -18,7 +18,7 @@ from typing import Union
 import numpy as np
 import tensorflow as tf
 
-from tfcore import metrics_io
+from tfcore.training import metrics_io
 
 ArrayLike = Union[np.ndarray, tf.Tensor]
 

@@ -237,7 +237,8 @@ def make_table(workdir: str, names: Sequence[str], base: Dict[str, Any],
                rerun: bool = False) -> Dict[str, dict]:
     """Trains `names` one after the other; writes table.md, results.json and
     reconstructions.png into `workdir`; returns name -> metrics."""
-    from tfcore import image_grid, metrics_io  # pylint: disable=import-outside-toplevel
+    from tfcore import image_grid  # pylint: disable=import-outside-toplevel
+    from tfcore.training import metrics_io
     results = {}
     for name in names:
         results[name] = run_config(name, CONFIGS[name], os.path.join(workdir, name),
@@ -264,7 +265,7 @@ def _decay(row: Dict[str, Any]) -> str:
 def run_search(workdir: str, candidates: Sequence[str], decoders: Sequence[str],
                base: Dict[str, Any]) -> List[dict]:
     """Conv runs with `val_size` training images held out; ranks by final val BCE."""
-    from tfcore import metrics_io  # pylint: disable=import-outside-toplevel
+    from tfcore.training import metrics_io  # pylint: disable=import-outside-toplevel
     rows = []
     for decoder in decoders:
         for text in candidates:

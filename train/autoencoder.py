@@ -16,7 +16,7 @@ Writes into --workdir:
   `epoch_seconds` (the training time of each epoch, the per-epoch evaluation and
   pictures excluded; the first epoch includes tracing), `steps_per_second` (the
   steady state: this process's epochs after the first, or all when there is one;
-  `tfcore.callbacks.EpochTimer`), `steps_per_epoch`.
+  `tfcore.training.callbacks.EpochTimer`), `steps_per_epoch`.
 * `reconstructions.png`: a grid, one column per test digit: the digits, their noisy
   versions (when denoising), their reconstructions; the same picture is written to
   TensorBoard (`train/`, tag `reconstructions`) every epoch.
@@ -232,8 +232,9 @@ def train_and_evaluate(config: Config, workdir: str, strategy=None) -> Dict[str,
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     import tfcore  # pylint: disable=import-outside-toplevel
     from models import autoencoder as ae  # pylint: disable=import-outside-toplevel
-    from tfcore import callbacks, distribute, export, image_grid, loop, lr_schedule, metrics_io
-    from tfcore.compile import resolve_jit  # pylint: disable=import-outside-toplevel
+    from tfcore import image_grid
+    from tfcore.training import callbacks, distribute, export, loop, lr_schedule, metrics_io
+    from tfcore.training.compile import resolve_jit  # pylint: disable=import-outside-toplevel
 
     if not workdir:
         raise ValueError(f"workdir must be a directory path, got {workdir!r}")

@@ -57,7 +57,7 @@ checkpoints happen at its end. Written into --workdir:
   `seconds`, `config`, `epoch_seconds` (the training time of each epoch, its
   validation, pictures and checkpoint excluded; the first epoch includes tracing) and
   `steps_per_second` (the steady state: this process's epochs after the first, or all
-  when there is one; `tfcore.callbacks.EpochTimer`).
+  when there is one; `tfcore.training.callbacks.EpochTimer`).
 * TensorBoard logs (train/: step metrics every --log_every steps and epoch means;
   eval/: the validation), checkpoints (checkpoints/, and best/ by val Frechet distance),
   `config.json` (to rebuild the generator: `train.gan_eval --generator=<workdir>`),
@@ -88,9 +88,10 @@ from absl import app, flags
 
 from models import dcgan
 from tfcore import gan
-from tfcore import callbacks as tfcb
+from tfcore.training import callbacks as tfcb
 from tfcore import data as tfdata
-from tfcore import export, image_grid, loop, metrics_io
+from tfcore import image_grid
+from tfcore.training import export, loop, metrics_io
 from train import flags as common
 from train import gan_eval
 
@@ -384,7 +385,7 @@ def train_and_evaluate(config: DCGANConfig, workdir: str, *, mnist=None,
       classifier: optional built VatCNN for the quality measurements (default: the
         `--classifier` workdir, else the cached plain CNN of `train.gan_eval`); only
         used when --eval_samples or --final_eval_samples is > 0 on MNIST.
-      callbacks: extra `tfcore.callbacks.Callback`s.
+      callbacks: extra `tfcore.training.callbacks.Callback`s.
 
     Returns:
       The metrics dict written to `workdir/metrics.json`.

@@ -463,7 +463,7 @@ def run_ensemble(config: EnsembleConfig, workdir: Optional[str], data=None,
     table = results_table(result)
     log(table.rstrip())
     if workdir:
-        from tfcore import metrics_io  # pylint: disable=import-outside-toplevel
+        from tfcore.training import metrics_io  # pylint: disable=import-outside-toplevel
         metrics_io.write_metrics(workdir, result)
         metrics_io.atomic_write_text(os.path.join(workdir, "results.md"), table)
     return result

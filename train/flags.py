@@ -31,9 +31,9 @@ A binary (see tfcore/loop.py for the library call):
 
     def main(argv):
         strategy = common.setup()                       # seeds, determinism, strategy
-        with tfcore.distribute.scope(strategy):
+        with tfcore.training.distribute.scope(strategy):
             model = ...; opt = common.make_optimizer("adam", 1e-3)
-        history = tfcore.loop.fit(step, data, objects={...}, strategy=strategy,
+        history = tfcore.training.loop.fit(step, data, objects={...}, strategy=strategy,
                                   **common.fit_kwargs())
         common.maybe_export(model, tf.TensorSpec([None, 28, 28, 1], tf.float32,
                                                  name="images"))
@@ -125,13 +125,13 @@ def apply_determinism(seed: int, deterministic: bool = False) -> None:
 
 def setup(flag_values: flags.FlagValues = FLAGS):
     """Applies --seed / --deterministic and returns the --strategy's strategy."""
-    from tfcore import distribute  # pylint: disable=import-outside-toplevel
+    from tfcore.training import distribute  # pylint: disable=import-outside-toplevel
     apply_determinism(flag_values.seed, flag_values.deterministic)
     return distribute.get_strategy(flag_values.strategy)
 
 
 def fit_kwargs(flag_values: flags.FlagValues = FLAGS) -> Dict[str, Any]:
-    """`tfcore.loop.fit` keyword arguments from the flags: workdir, seed, resume,
+    """`tfcore.training.loop.fit` keyword arguments from the flags: workdir, seed, resume,
     epochs, steps, jit."""
     return {"workdir": flag_values.workdir, "seed": flag_values.seed,
             "resume": flag_values.resume, "epochs": flag_values.epochs,
@@ -155,6 +155,6 @@ def maybe_export(model, input_spec, fn: Optional[Callable] = None,
         return None
     if not flag_values.workdir:
         raise ValueError("--export needs --workdir")
-    from tfcore import export  # pylint: disable=import-outside-toplevel
+    from tfcore.training import export  # pylint: disable=import-outside-toplevel
     return export.export_saved_model(model, os.path.join(flag_values.workdir,
                                                          "saved_model"), input_spec, fn=fn)

@@ -52,7 +52,8 @@ from absl import app, flags
 
 from models import dcgan as dcgan_model
 from models import vat_cnn
-from tfcore import checkpointing, gan_metrics, metrics_io
+from tfcore import gan_metrics
+from tfcore.training import checkpointing, metrics_io
 from tfcore import data as tfdata
 from tfcore.layer import Layer
 from train import flags as common

@@ -72,9 +72,10 @@ import tensorflow as tf
 from absl import app, flags
 
 from models import vat_cnn
-from tfcore import callbacks as tfcallbacks
+from tfcore.training import callbacks as tfcallbacks
 from tfcore import data as tfdata
-from tfcore import distribute, export, loop, lr_schedule, metrics_io, optimizers
+from tfcore import optimizers
+from tfcore.training import distribute, export, loop, lr_schedule, metrics_io
 from train import flags as common
 
 FLAGS = common.FLAGS
@@ -373,7 +374,7 @@ def train_and_evaluate(config: VatConfig, workdir: Optional[str], *, data=None,
       data: optional ((x_train, y_train), (x_test, y_test)) uint8/int arrays, as
         `tfcore.data.load_mnist` returns (default: loaded from `config.data_dir`).
       strategy: a `tf.distribute.Strategy` (default: the current one).
-      callbacks: extra `tfcore.callbacks.Callback`s.
+      callbacks: extra `tfcore.training.callbacks.Callback`s.
 
     Returns:
       The metrics dict written to <workdir>/metrics.json (see the module docstring).

@@ -84,7 +84,7 @@ def run_table(base: vat_bin.VatConfig, workdir: str, names: Sequence[str] = (),
     Returns:
       {'rows': [...], 'overhead_steps': {...} or None, 'markdown': str}.
     """
-    from tfcore import metrics_io  # pylint: disable=import-outside-toplevel
+    from tfcore.training import metrics_io  # pylint: disable=import-outside-toplevel
     known = [c[0] for c in CONFIGS]
     for n in names:
         if n not in known:
@@ -137,7 +137,8 @@ def measure_overhead(base: vat_bin.VatConfig, steps: int, batch_size: Optional[i
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from models import vat_cnn  # pylint: disable=import-outside-toplevel
-    from tfcore import compile as tfcompile, optimizers  # pylint: disable=import-outside-toplevel
+    from tfcore import optimizers  # pylint: disable=import-outside-toplevel
+    from tfcore.training import compile as tfcompile
     cfg = base.resolved()
     b = batch_size or cfg.batch_size
     rng = np.random.RandomState(0)
@@ -216,7 +217,7 @@ def format_table(rows: List[Dict[str, Any]], timing: Optional[Dict[str, Any]],
 
 
 def _write(workdir: str, rows, timing, base) -> Dict[str, Any]:
-    from tfcore import metrics_io  # pylint: disable=import-outside-toplevel
+    from tfcore.training import metrics_io  # pylint: disable=import-outside-toplevel
     markdown = format_table(rows, timing, base)
     metrics_io.atomic_write_text(os.path.join(workdir, "vat_table.md"), markdown)
     out = {"rows": rows, "overhead_steps": timing, "markdown": markdown}

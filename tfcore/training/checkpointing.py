@@ -1,0 +1,215 @@
+"""Checkpoints: `tf.train.Checkpoint` + `CheckpointManager`, safe against kills.
+
+What a training checkpoint holds (`make_checkpoint`): the caller's objects (e.g.
+`model=`, `optimizer=`, or `generator=`, `discriminator=`, `g_opt=`, `d_opt=` for a
+GAN: every `tf.Variable` they track, optimizer slots and `iterations` included), the
+global `step` (int64), the base `seed` (int64) and a `rng` (`tf.random.Generator`,
+philox). Randomness in tfcore steps is stateless, derived from (seed, step), and data
+order from (seed, epoch, step), so restoring `step` and `seed` restores both exactly.
+
+Why a kill at any moment leaves a restorable checkpoint:
+* TensorFlow writes a checkpoint's shards under a temporary prefix and merges them
+  into `ckpt-N.index` + `ckpt-N.data-*` only when all are written;
+* `CheckpointManager` then rewrites the small `checkpoint` state file atomically
+  (write to a temp file + rename), listing ckpt-N only after it is complete, and
+  deletes the oldest files (beyond `max_to_keep`) only after that;
+* `Checkpointer.restore_latest` tries the listed checkpoints newest first, then any
+  complete `ckpt-N.index` on disk, and skips one that fails to read. A partial
+  checkpoint (no merged index, or unreadable) is ignored; the next save at the same
+  number overwrites its leftovers.
+
+Example:
+    ckpt = make_checkpoint({"model": model, "optimizer": opt}, step=step)
+    saver = Checkpointer(os.path.join(workdir, "checkpoints"), ckpt, max_to_keep=3)
+    saver.restore_latest()      # None on a fresh workdir
+    ...
+    saver.save(int(step))       # -> ".../checkpoints/ckpt-<step>"
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import Dict, List, Mapping, Optional, Union
+
+import tensorflow as tf
+
+RESERVED_NAMES = ("step", "seed", "rng")
+
+
+def make_checkpoint(objects: Mapping[str, object], step: Optional[tf.Variable] = None,
+                    seed: Optional[tf.Variable] = None,
+                    rng: Optional[tf.random.Generator] = None) -> tf.train.Checkpoint:
+    """A `tf.train.Checkpoint` of `objects` plus the training state.
+
+    Args:
+      objects: name -> trackable (a `tf.Module`, `tf.Variable`, optimizer, ...).
+      step: the global step variable (int64), saved as `step`.
+      seed: the base seed variable (int64), saved as `seed`.
+      rng: a `tf.random.Generator`, saved as `rng`.
+
+    Raises:
+      ValueError: `objects` is empty, uses a reserved name, or holds a non-trackable.
+    """
+    if not objects:
+        raise ValueError(f"objects must name at least one trackable, got {objects!r}")
+    kwargs = {}
+    for name, obj in objects.items():
+        if name in RESERVED_NAMES:
+            raise ValueError(f"objects may not use the reserved name {name!r} "
+                             f"(reserved: {', '.join(RESERVED_NAMES)})")
+        if not isinstance(obj, (tf.Module, tf.Variable, tf.train.Checkpoint)) and \
+                not hasattr(obj, "_track_trackable"):
+            raise ValueError(f"objects[{name!r}] must be a tf.Module or tf.Variable, "
+                             f"got {type(obj).__name__}")
+        kwargs[name] = obj
+    for name, obj in (("step", step), ("seed", seed), ("rng", rng)):
+        if obj is not None:
+            kwargs[name] = obj
+    return tf.train.Checkpoint(**kwargs)
+
+
+def _number(path: str) -> int:
+    m = re.search(r"-(\d+)$", path)
+    return int(m.group(1)) if m else -1
+
+
+def is_complete(path: str) -> bool:
+    """Whether checkpoint prefix `path` has its merged index and readable data."""
+    if not tf.io.gfile.exists(path + ".index"):
+        return False
+    try:
+        reader = tf.train.load_checkpoint(path)
+        reader.get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError):
+        return False
+    return True
+
+
+class Checkpointer:
+    """One directory of numbered checkpoints (`<name>-<step>`), kept `max_to_keep`.
+
+    Args:
+      directory: where checkpoints live (created on the first save).
+      checkpoint: a `tf.train.Checkpoint`, or a dict of objects (see
+        `make_checkpoint`).
+      max_to_keep: how many recent checkpoints to keep (None: all).
+      name: the file prefix (default 'ckpt').
+    """
+
+    def __init__(self, directory: str, checkpoint: Union[tf.train.Checkpoint, Mapping],
+                 max_to_keep: Optional[int] = 3, name: str = "ckpt"):
+        if max_to_keep is not None and (isinstance(max_to_keep, bool)
+                                        or not isinstance(max_to_keep, int)
+                                        or max_to_keep <= 0):
+            raise ValueError(f"max_to_keep must be a positive integer or None, "
+                             f"got {max_to_keep!r}")
+        if not isinstance(checkpoint, tf.train.Checkpoint):
+            checkpoint = make_checkpoint(checkpoint)
+        self.directory = directory
+        self.checkpoint = checkpoint
+        self.name = name
+        self.max_to_keep = max_to_keep
+        self._manager = None
+
+    @property
+    def manager(self) -> tf.train.CheckpointManager:
+        # Created lazily: the manager reads the directory's state file when built.
+        if self._manager is None:
+            self._manager = tf.train.CheckpointManager(
+                self.checkpoint, self.directory, max_to_keep=self.max_to_keep,
+                checkpoint_name=self.name)
+        return self._manager
+
+    def _on_disk(self) -> List[str]:
+        paths = glob.glob(os.path.join(self.directory, f"{self.name}-*.index"))
+        prefixes = [p[: -len(".index")] for p in paths]
+        return [p for p in prefixes if re.search(rf"{re.escape(self.name)}-\d+$", p)]
+
+    def all_checkpoints(self) -> List[str]:
+        """Complete checkpoint prefixes, newest (highest number) first."""
+        listed = list(self.manager.checkpoints) if os.path.isdir(self.directory) else []
+        candidates = sorted(set(listed) | set(self._on_disk()), key=_number, reverse=True)
+        return [p for p in candidates if is_complete(p)]
+
+    @property
+    def latest(self) -> Optional[str]:
+        """The newest complete checkpoint prefix, or None."""
+        paths = self.all_checkpoints()
+        return paths[0] if paths else None
+
+    def save(self, step: int) -> str:
+        """Saves checkpoint number `step` and returns its prefix (`.../ckpt-<step>`)."""
+        path = self.manager.save(checkpoint_number=int(step))
+        return path
+
+    def restore(self, path: str, expect_partial: bool = False):
+        """Restores `path` (a prefix); returns TF's load status."""
+        status = self.checkpoint.restore(path)
+        if expect_partial:
+            status.expect_partial()
+        else:
+            status.assert_existing_objects_matched()
+        return status
+
+    def restore_latest(self, expect_partial: bool = False) -> Optional[str]:
+        """Restores the newest readable checkpoint; returns its prefix or None.
+
+        Checkpoints that fail to restore (partial, corrupt) are skipped, newest first.
+        """
+        errors = []
+        for path in self.all_checkpoints():
+            try:
+                self.restore(path, expect_partial=expect_partial)
+                return path
+            except Exception as e:  # pylint: disable=broad-except  # torn / corrupt
+                errors.append(f"{path}: {e}")
+        if errors:
+            raise RuntimeError("no checkpoint in " + self.directory + " could be restored:\n"
+                               + "\n".join(errors))
+        return None
+
+
+def restore_objects(directory_or_path: str, objects: Mapping[str, object]) -> str:
+    """Loads only `objects` (e.g. {'model': fresh_model}) from a checkpoint.
+
+    Args:
+      directory_or_path: a checkpoint directory (its newest complete checkpoint is
+        used) or a checkpoint prefix.
+      objects: name -> trackable, named as when saved; other saved objects are ignored.
+
+    Returns:
+      The prefix restored.
+
+    Raises:
+      FileNotFoundError: no complete checkpoint found.
+    """
+    ckpt = tf.train.Checkpoint(**dict(objects))
+    if tf.io.gfile.isdir(directory_or_path):
+        path = Checkpointer(directory_or_path, ckpt).latest
+    else:
+        path = directory_or_path if is_complete(directory_or_path) else None
+    if path is None:
+        raise FileNotFoundError(f"no complete checkpoint at {directory_or_path!r}")
+    ckpt.restore(path).expect_partial().assert_existing_objects_matched()
+    return path
+
+
+def variables_by_path(objects: Mapping[str, object]) -> Dict[str, tf.Variable]:
+    """'name/attr/0/kernel' -> variable, for every variable under `objects` (unique)."""
+    out: Dict[str, tf.Variable] = {}
+    seen = set()
+    for name, obj in objects.items():
+        if isinstance(obj, tf.Variable):
+            items = [((), obj)]
+        elif isinstance(obj, tf.Module):
+            items = obj._flatten(with_path=True,  # pylint: disable=protected-access
+                                 predicate=lambda v: isinstance(v, tf.Variable))
+        else:
+            items = []
+        for path, var in items:
+            if id(var) in seen:
+                continue
+            seen.add(id(var))
+            out["/".join([name] + [str(p) for p in path])] = var
+    return out
