@@ -46,6 +46,7 @@ import tensorflow as tf
 
 from tfcore import losses, vat as vat_lib
 from tfcore.batch_norm import BatchNorm
+from tfcore.checks import check_choice
 from tfcore.conv2d import Conv2D
 from tfcore.dense import Dense
 from tfcore.dropout import Dropout
@@ -138,7 +139,7 @@ def _call(model, x, seed, update_stats: bool):
 
 
 def vat_term(model: Callable, x: tf.Tensor, logits: tf.Tensor, seed, *, xi: float = 10.0,
-             eps: float = 1.0, power_iterations: int = 1,
+             eps: float = 1.0, power_iterations: int = 1, hvp: str = "finite_difference",
              shared_dropout_mask: bool = True, dropout_seed=None) -> tf.Tensor:
     """The VAT loss of `model` at `x`, whose clean logits (`logits`) are given.
 
@@ -153,7 +154,7 @@ def vat_term(model: Callable, x: tf.Tensor, logits: tf.Tensor, seed, *, xi: floa
       x: [b, ...] inputs.
       logits: [b, classes] clean logits of x (from the same dropout seed).
       seed: the step's stateless seed, int [2].
-      xi, eps, power_iterations: see `tfcore.vat.virtual_adversarial_loss`.
+      xi, eps, power_iterations, hvp: see `tfcore.vat.virtual_adversarial_loss`.
       shared_dropout_mask: reuse `dropout_seed` in every perturbed pass (default True).
       dropout_seed: the clean pass's dropout seed (default `seed`).
 
@@ -174,7 +175,7 @@ def vat_term(model: Callable, x: tf.Tensor, logits: tf.Tensor, seed, *, xi: floa
 
     return vat_lib.virtual_adversarial_loss(
         logits_fn, x, logits, xi=xi, eps=eps, power_iterations=power_iterations,
-        seed=direction_seed(seed))
+        hvp=hvp, seed=direction_seed(seed))
 
 
 def _replicas() -> int:
@@ -183,7 +184,8 @@ def _replicas() -> int:
 
 
 def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float = 10.0,
-                    eps: float = 1.0, power_iterations: int = 1, vat_weight: float = 1.0,
+                    eps: float = 1.0, power_iterations: int = 1,
+                    hvp: str = "finite_difference", vat_weight: float = 1.0,
                     entmin: bool = False, shared_dropout_mask: bool = True,
                     translate: int = 0) -> Callable[..., Dict[str, tf.Tensor]]:
     """The (uncompiled) train step `step_fn(batch, seed) -> {name: scalar}`.
@@ -206,6 +208,9 @@ def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float =
       xi: power-iteration step (default 10, the write-up's; official 1e-6).
       eps: adversarial radius (default 1, the write-up's; official 2.1 / 0.3).
       power_iterations: K >= 1 in practice (0: random perturbation), default 1.
+      hvp: each power-iteration product H d as a 'finite_difference' of step xi
+        (default, the write-up's) or 'exact' (J^T F J d linearised at x + xi d/|d|,
+        `tfcore.vat.kl_hessian_vector_product`).
       vat_weight: weight of the VAT term (default 1), >= 0.
       entmin: add the entropy of p(.|x_u) (VAT + EntMin, default False).
       shared_dropout_mask: same dropout mask in the clean and the perturbed passes
@@ -243,6 +248,7 @@ def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float =
                          f"{power_iterations!r}")
     if isinstance(translate, bool) or not isinstance(translate, int) or translate < 0:
         raise ValueError(f"translate must be an integer >= 0 (pixels), got {translate!r}")
+    hvp = check_choice(hvp, "hvp", vat_lib.HVP_METHODS)
 
     def augment(x, seed, stream):
         if not translate:
@@ -281,7 +287,7 @@ def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float =
                     logits_u = _call(model, x_u, seed_u, update_stats=False)
                 if vat:
                     v = vat_term(model, x_u, logits_u, seed, xi=xi, eps=eps,
-                                 power_iterations=power_iterations,
+                                 power_iterations=power_iterations, hvp=hvp,
                                  shared_dropout_mask=shared_dropout_mask,
                                  dropout_seed=seed_u)
                     total = total + (vat_weight * inv_replicas) * v

@@ -9,17 +9,28 @@ With p(y | x) = softmax(logits_fn(x)), the VAT loss of a batch is
     LDS(x)  = KL( p(. | x) || p(. | x + r_adv) ),     r_adv = eps * d / ||d||_2
     loss    = mean over the batch of LDS(x_i)
 
-where d approximates the dominant eigenvector of the Hessian of
-r -> KL(p(. | x) || p(. | x + r)) at r = 0, found by K power iterations
-(finite differences, step `xi`):
+where d approximates the dominant eigenvector of the Hessian H of
+D(r) = sum_i KL(p(. | x_i) || p(. | x_i + r_i)) at r = 0, found by K power
+iterations d_{k+1} = H d_k / ||d_k|| from d_0 ~ N(0, I). Each product H d_k is taken
+at r = xi * d_k / ||d_k||_2 (`kl_hessian_vector_product`), in one of two ways (`hvp`):
 
-    d_0     ~ N(0, I)
-    d_{k+1} = grad_r KL( p(. | x) || p(. | x + r) ) at r = xi * d_k / ||d_k||_2
+* 'finite_difference' (the paper's and the official code's): since grad D(0) = 0,
+      H d  ~  grad_r D(r) / xi  =  J^T (softmax(q) - p) / xi,
+  J = d logits / d x at x + r, q = logits_fn(x + r); softmax(q) - p comes from
+  `kl_gradient_from_logits`, written so that its classes sum to zero exactly.
+* 'exact': the Gauss-Newton product, the Hessian itself for a piecewise-linear
+  (ReLU / max-pool) network:
+      H d  =  J^T F J d,     F = diag(softmax(q)) - softmax(q) softmax(q)^T,
+  J d by transposing the reverse-mode product (`_jacobian_vector_product`), F in
+  closed form (`fisher_vector_product`), J^T by one more reverse-mode product; J is
+  linearised at x + r, where ReLU and max-pool ties (MNIST's blank background) are
+  broken as the finite difference breaks them.
 
 Only the perturbed forward pass p(. | x + r_adv) carries gradients: p(. | x) and
 r_adv are held fixed (stop_gradient), as in the paper and the official code.
 
-Pure functions, no state: `virtual_adversarial_loss`, `l2_normalize_per_example`,
+Pure functions, no state: `virtual_adversarial_loss`, `kl_hessian_vector_product`,
+`kl_gradient_from_logits`, `fisher_vector_product`, `l2_normalize_per_example`,
 `kl_from_logits`, `entropy_loss` (for VAT + entropy minimisation) and
 `stateless_standard_normal` (the seeded draw of d, identical under XLA).
 """
@@ -30,7 +41,11 @@ from typing import Callable, Tuple, Union
 
 import tensorflow as tf
 
+from tfcore.checks import check_choice
 from tfcore.losses import entropy_from_logits, kl_divergence_from_logits
+
+HVP_METHODS = ("finite_difference", "exact")
+_ZERO = tf.UnconnectedGradients.ZERO
 
 
 def _float_logits(logits, what: str) -> tf.Tensor:
@@ -85,6 +100,74 @@ def entropy_loss(logits, reduction: str = "mean") -> tf.Tensor:
       The entropy, a scalar or [batch] per `reduction` (gradients flow to `logits`).
     """
     return entropy_from_logits(_float_logits(logits, "logits"), reduction=reduction)
+
+
+def _top_class(probabilities: tf.Tensor) -> tf.Tensor:
+    """One-hot [..., classes] (probabilities' dtype) of the most probable class."""
+    return tf.one_hot(tf.argmax(probabilities, axis=-1), tf.shape(probabilities)[-1],
+                      dtype=probabilities.dtype)
+
+
+def kl_gradient_from_logits(p_logits, q_logits) -> tf.Tensor:
+    """The gradient of KL(p || q) with respect to q's logits, per position.
+
+        g = d/d q_logits sum_c p_c (log p_c - log q_c) = softmax(q_logits) - p,
+
+    computed so that its classes sum to zero exactly (to rounding relative to |g|):
+
+        g_c = q_c - p_c  for c != m,     g_m = -sum_{c != m} g_c,
+        m   = argmax_c (p_c + q_c)
+
+    For a confident prediction, p_m and q_m are both near 1, and q_m - p_m (what
+    autodiff through `tf.nn.log_softmax` computes in effect) carries the rounding of
+    a number near 1, an absolute error of ~1e-7 in float32 that does not sum to zero
+    with the other classes and, once J^T is applied, can outweigh the signal
+    J^T (q - p) ~ xi * H d of a finite-difference step xi. The other classes' q_c - p_c
+    are differences of small numbers, accurate relative to their size; g_m, their
+    negated sum, is then accurate too.
+
+    Args:
+      p_logits: [..., classes] logits of the reference distribution p (no gradient is
+        defined through this function: wrap the result in `tf.stop_gradient` or use it
+        as an `output_gradients` of a tape).
+      q_logits: [..., classes] logits of q, same shape; half precision is promoted to
+        float32.
+
+    Returns:
+      g, the shape of `q_logits` (float32 for half-precision logits).
+    """
+    p_logits = _float_logits(p_logits, "p_logits")
+    q_logits = tf.cast(_float_logits(q_logits, "q_logits"), p_logits.dtype)
+    p = tf.nn.softmax(p_logits, axis=-1)
+    q = tf.nn.softmax(q_logits, axis=-1)
+    top = _top_class(p + q)
+    rest = (q - p) * (1.0 - top)
+    return rest - top * tf.reduce_sum(rest, axis=-1, keepdims=True)
+
+
+def fisher_vector_product(q_logits, v) -> tf.Tensor:
+    """F v per position, F = diag(q) - q q^T the Hessian of KL(p || softmax(z)) in z.
+
+        (F v)_c = q_c (v_c - sum_k q_k v_k),      q = softmax(q_logits)
+
+    F annihilates constant vectors (F 1 = 0), so v is first shifted by its entry at
+    the most probable class m: v'_c = v_c - v_m. Then v'_m = 0 exactly, the mean
+    sum_k q_k v'_k is a sum of small terms when q_m is near 1, and (F v)_m =
+    -q_m sum_k q_k v'_k keeps its relative accuracy (without the shift it is the
+    difference of two numbers near v_m). The classes of F v sum to zero.
+
+    Args:
+      q_logits: [..., classes] logits (half precision is promoted to float32).
+      v: [..., classes] vector, e.g. J d (cast to the logits' dtype).
+
+    Returns:
+      F v, the shape of `q_logits`.
+    """
+    q_logits = _float_logits(q_logits, "q_logits")
+    v = tf.cast(v, q_logits.dtype)
+    q = tf.nn.softmax(q_logits, axis=-1)
+    v = v - tf.reduce_sum(_top_class(q) * v, axis=-1, keepdims=True)
+    return q * (v - tf.reduce_sum(q * v, axis=-1, keepdims=True))
 
 
 def l2_normalize_per_example(d) -> tf.Tensor:
@@ -177,6 +260,85 @@ def _check_seed(seed):
     return seed_t
 
 
+def _jacobian_vector_product(tape: tf.GradientTape, y: tf.Tensor, x: tf.Tensor,
+                             v: tf.Tensor) -> tf.Tensor:
+    """J v, J = dy/dx, from a persistent reverse-mode `tape` that recorded y(x).
+
+    J^T u (one reverse-mode product) is linear in u, so J v = d/du <J^T u, v> at any u
+    (here u = 0): the reverse-mode product of that backward pass. Only its transposed
+    ops remain in a traced graph (a Conv2DBackpropInput becomes a Conv2D, a
+    MaxPoolGrad a MaxPoolGradGrad, a ReluGrad a ReluGrad), so under `tf.function` it
+    costs about one forward pass without biases, and it needs none of y's
+    activations beyond those the tape keeps. Eagerly the u = 0 backward pass runs too.
+    """
+    u = tf.zeros_like(y)
+    with tf.GradientTape(watch_accessed_variables=False) as inner:
+        inner.watch(u)
+        jt_u = tape.gradient(y, x, output_gradients=u, unconnected_gradients=_ZERO)
+    return inner.gradient(jt_u, u, output_gradients=tf.cast(v, x.dtype),
+                          unconnected_gradients=_ZERO)
+
+
+def _hessian_vector_product(logits_fn, x: tf.Tensor, p_logits: tf.Tensor, d: tf.Tensor,
+                            xi, hvp: str) -> tf.Tensor:
+    """`kl_hessian_vector_product` on checked arguments (x a floating tensor)."""
+    xi = tf.cast(xi, x.dtype)
+    d_hat = l2_normalize_per_example(tf.cast(d, x.dtype))
+    r = xi * d_hat
+    with tf.GradientTape(watch_accessed_variables=False, persistent=hvp == "exact") as tape:
+        tape.watch(r)
+        q_logits = _float_logits(logits_fn(x + r), "logits_fn(x + r)")
+    if hvp == "exact":
+        jd = _jacobian_vector_product(tape, q_logits, r, d_hat)
+        u = fisher_vector_product(q_logits, jd)
+    else:
+        u = kl_gradient_from_logits(p_logits, q_logits) / tf.cast(xi, q_logits.dtype)
+    return tape.gradient(q_logits, r, output_gradients=tf.stop_gradient(u),
+                         unconnected_gradients=_ZERO)
+
+
+def kl_hessian_vector_product(logits_fn: Callable[[tf.Tensor], tf.Tensor], x, p_logits,
+                              d, *, xi, hvp: str = "finite_difference") -> tf.Tensor:
+    """H d_hat for H the Hessian of D(r) = sum_i KL(p_i || softmax(logits_fn(x + r))_i).
+
+    d_hat = l2_normalize_per_example(d), r = xi * d_hat, q = logits_fn(x + r) and
+    J = d q / d x at x + r (the whole batch: BatchNorm's batch moments couple the
+    examples). Positions of [batch, ..., classes] logits are summed.
+
+        'finite_difference':  J^T g / xi,   g = kl_gradient_from_logits(p_logits, q)
+                              (= (grad D(r) - grad D(0)) / xi: O(xi) from H d_hat)
+        'exact':              J^T F J d_hat, F per position from `fisher_vector_product`
+                              at q (the exact Hessian at x + r when logits_fn is
+                              piecewise linear in x, its Gauss-Newton part otherwise)
+
+    Each costs one forward pass at x + r and one reverse-mode product; 'exact' adds
+    the forward-mode product J d_hat (`_jacobian_vector_product`). One power
+    iteration of `virtual_adversarial_loss` is d <- this product.
+
+    Args:
+      logits_fn: x' -> logits [batch, ..., classes], differentiable in x' (twice,
+        for 'exact': its gradient must itself have a gradient).
+      x: [batch, ...] floating inputs.
+      p_logits: [batch, ..., classes] reference logits (treated as constants; unused
+        by 'exact', which takes F at q).
+      d: [batch, ...] direction, the shape of x (any per-example scale).
+      xi: step / linearisation distance, > 0 (a number or a scalar tensor).
+      hvp: 'finite_difference' (default) or 'exact'.
+
+    Returns:
+      H d_hat, the shape and dtype of x (zero where the logits do not depend on x).
+
+    Raises:
+      ValueError: a bad xi or hvp, or an x that is not floating.
+    """
+    _check_scalar(xi, "xi", allow_zero=False)
+    check_choice(hvp, "hvp", HVP_METHODS)
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        raise ValueError(f"x must be a floating tensor, got dtype {x.dtype.name!r}")
+    return _hessian_vector_product(logits_fn, x, tf.stop_gradient(p_logits), d, xi, hvp)
+
+
 def virtual_adversarial_loss(
         logits_fn: Callable[[tf.Tensor], tf.Tensor],
         x,
@@ -185,6 +347,7 @@ def virtual_adversarial_loss(
         xi: float = 10.0,
         eps: float = 1.0,
         power_iterations: int = 1,
+        hvp: str = "finite_difference",
         seed=None,
         return_direction: bool = False,
 ) -> Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]:
@@ -197,18 +360,25 @@ def virtual_adversarial_loss(
                                         Box-Muller, when `seed` is given, else
                                         tf.random.normal)
         repeat power_iterations times:
-            r = xi * l2_normalize_per_example(d)
-            d = stop_gradient(grad_r sum_i KL(p_logits_i || logits_fn(x + r)_i))
+            d = stop_gradient(kl_hessian_vector_product(logits_fn, x, p_logits, d,
+                                                        xi=xi, hvp=hvp))
         d = l2_normalize_per_example(d)            (held fixed: stop_gradient)
         loss = mean_i KL(p_logits_i || logits_fn(x + eps * d)_i)
 
-    The gradient is taken with an explicit `tf.GradientTape` that watches the
-    perturbation r = xi * normalize(d) (only r, not the model's variables), as the
-    official code's `tf.gradients(dist, [d])` does after `d = xi * normalize(d)`.
-    Differentiating w.r.t. the raw d instead would project out d's own direction and
-    stop the power iteration from converging. The KL is summed over the batch for
-    this gradient, so each example's direction does not shrink with the batch size
-    (the per-example normalisation makes the scale irrelevant otherwise).
+    With hvp='finite_difference' (the default) each product is the gradient of
+    sum_i KL(p_logits_i || logits_fn(x + r)_i) with respect to the perturbation
+    r = xi * normalize(d) (divided by xi, which the normalisation ignores), as the
+    official code's `tf.gradients(dist, [d])` after `d = xi * normalize(d)`:
+    differentiating w.r.t. the raw d instead would project out d's own direction and
+    stop the power iteration from converging. The KL's gradient in the perturbed
+    logits comes in closed form (`kl_gradient_from_logits`), so that it sums to zero
+    over the classes; autodiff through log_softmax leaves a float32 residue there
+    that dominates J^T (q - p) for small xi on a confident model. hvp='exact' takes
+    J^T F J d instead (no finite difference, so no cancellation however small xi is;
+    J linearised at x + xi * normalize(d)); docs/vat_direction.md measures both
+    against float64. The KL is summed over the batch
+    for these products, so each example's direction does not shrink with the batch
+    size (the per-example normalisation makes the scale irrelevant otherwise).
 
     Gradients of the returned loss reach the model's variables (and `x`) only through
     the final perturbed pass logits_fn(x + eps * d); the clean logits and d are
@@ -221,9 +391,10 @@ def virtual_adversarial_loss(
     perturbed passes so the KL measures the perturbation, not a new dropout mask.
     `logits_fn` is called power_iterations + 1 times (+1 when `logits` is None).
 
-    Defaults: xi=10, eps=1, one power iteration (the issue's write-up). The official
-    code's settings, as quoted in the issue: xi=1e-6 (a true finite difference; in
-    float32 it needs inputs of order 1), eps=2.1 for MNIST with all labels and eps=0.3
+    Defaults: xi=10, eps=1, one power iteration, the finite difference (the issue's
+    write-up). The official code's settings, as quoted in the issue: xi=1e-6 (a true
+    finite difference, below float32's resolution on a confident model: use
+    hvp='exact' for such a small xi), eps=2.1 for MNIST with all labels and eps=0.3
     for MNIST with 100 labels.
 
     Works eagerly, under `tf.function` and `tf.function(jit_compile=True)`; the batch
@@ -232,14 +403,16 @@ def virtual_adversarial_loss(
 
     Args:
       logits_fn: callable x_perturbed -> logits [batch, ..., classes] (softmax over
-        the last axis). Must be differentiable in its input.
+        the last axis). Must be differentiable in its input (twice for 'exact').
       x: [batch, ...] floating input of any rank (e.g. [batch, features] or NHWC images).
       logits: optional clean logits logits_fn(x), to save a forward pass; they are
         treated as constants (stop_gradient).
-      xi: finite-difference step of the power iteration, > 0 (Python number or a scalar
-        tensor).
+      xi: finite-difference step (or, for 'exact', linearisation distance) of the
+        power iteration, > 0 (Python number or a scalar tensor).
       eps: norm of the adversarial perturbation r_adv, >= 0 (number or scalar tensor).
       power_iterations: K >= 0; 0 gives a random direction (the paper's "RPT" baseline).
+      hvp: how each power-iteration product H d is computed: 'finite_difference'
+        (default) or 'exact' (see `kl_hessian_vector_product`).
       seed: optional stateless seed, int32/int64 of shape [2]; same seed, same d, also
         across eager, `tf.function` and XLA (see `stateless_standard_normal`).
       return_direction: also return the unit direction d (shape of x, stop_gradient'ed,
@@ -250,7 +423,7 @@ def virtual_adversarial_loss(
       `(loss, direction)` when `return_direction`.
 
     Raises:
-      ValueError: bad xi, eps, power_iterations, seed, or an input of unknown rank.
+      ValueError: bad xi, eps, power_iterations, hvp, seed, or an input of unknown rank.
     """
     if not callable(logits_fn):
         raise ValueError(f"logits_fn must be callable, got {logits_fn!r}")
@@ -259,6 +432,7 @@ def virtual_adversarial_loss(
     if (isinstance(power_iterations, bool) or not isinstance(power_iterations, int)
             or power_iterations < 0):
         raise ValueError(f"power_iterations must be an integer >= 0, got {power_iterations!r}")
+    check_choice(hvp, "hvp", HVP_METHODS)
     seed = _check_seed(seed)
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
@@ -274,14 +448,8 @@ def virtual_adversarial_loss(
         d = tf.random.normal(tf.shape(x), dtype=x.dtype)
     else:
         d = stateless_standard_normal(tf.shape(x), seed, dtype=x.dtype)
-    xi_t = tf.cast(xi, x.dtype)
     for _ in range(power_iterations):
-        r = xi_t * l2_normalize_per_example(d)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(r)
-            dist = kl_from_logits(p_logits, logits_fn(x + r), reduction="sum")
-        d = tape.gradient(dist, r, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        d = tf.stop_gradient(d)
+        d = tf.stop_gradient(_hessian_vector_product(logits_fn, x, p_logits, d, xi, hvp))
     direction = tf.stop_gradient(l2_normalize_per_example(d))
     r_adv = tf.cast(eps, x.dtype) * direction
     loss = kl_from_logits(p_logits, logits_fn(x + r_adv), reduction="mean")

@@ -102,6 +102,7 @@ class VatConfig:
     xi: Optional[float] = None
     eps: Optional[float] = None
     power_iterations: int = 1
+    hvp: str = "finite_difference"
     vat_weight: float = 1.0
     entmin: bool = False
     shared_dropout_mask: bool = True
@@ -412,7 +413,8 @@ def train_and_evaluate(config: VatConfig, workdir: Optional[str], *, data=None,
         opt.build(model.trainable_variables)
     step_fn = vat_cnn.make_train_step(
         model, opt, vat=config.vat, xi=config.xi, eps=config.eps,
-        power_iterations=config.power_iterations, vat_weight=config.vat_weight,
+        power_iterations=config.power_iterations, hvp=config.hvp,
+        vat_weight=config.vat_weight,
         entmin=config.entmin, shared_dropout_mask=config.shared_dropout_mask,
         translate=config.translate)
     if config.lr_decay_fraction:
@@ -524,6 +526,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                        "preset's).", **fv)
     flags.DEFINE_integer("power_iterations", d.power_iterations, "Power iterations K.",
                          **fv)
+    flags.DEFINE_enum("hvp", d.hvp, ["finite_difference", "exact"], "Power-iteration "
+                      "product H d: a finite difference of step --xi (the write-up's), or "
+                      "exact (J^T F J d, linearised at x + xi d/|d|).", **fv)
     flags.DEFINE_float("vat_weight", d.vat_weight, "Weight of the VAT term.", **fv)
     flags.DEFINE_integer("early_stopping_patience", d.early_stopping_patience, "Stop "
                          "after N epochs without a better validation accuracy and test "
