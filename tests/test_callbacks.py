@@ -251,11 +251,10 @@ def test_tensorboard_event_files_have_expected_tags(tmp_path):
     assert [v.shape for t, _, v in train if t == "activations/dense"] == [(30, 3)] * 2
     img = [v for t, _, v in train if t == "samples"][-1]
     assert img[0] == b"3" and img[1] == b"5" and len(img) == 4 and img[2][:4] == b"\x89PNG"
-    from tensorflow.core.protobuf import config_pb2
-    graph = [v for t, _, v in train if t == "train_step"]
+    graph = [v for t, _, v in train if t == "__graph__"]
     assert len(graph) == 1
-    run_md = config_pb2.RunMetadata.FromString(graph[0].item())
-    assert max(len(g.pre_optimization_graph.node) for g in run_md.function_graphs) > 10
+    ops = {n.op for n in graph[0].node}
+    assert len(graph[0].node) > 10 and "MatMul" in ops, ops  # the train step itself
     # projector: config + checkpoint of the embedding + metadata
     config = (tmp_path / "train" / "projector_config.pbtxt").read_text()
     assert 'tensor_name: "rows/.ATTRIBUTES/VARIABLE_VALUE"' in config
@@ -282,9 +281,9 @@ def test_activation_logger_saves_each_epoch(tmp_path):
 
 
 def test_callback_argument_errors():
-    with pytest.raises(ValueError, match="factor must be in \\(0, 1\\), got 1.5"):
+    with pytest.raises(ValueError, match="factor must be a finite number in \\(0, 1\\), got 1.5"):
         callbacks.ReduceLROnPlateau(factor=1.5)
-    with pytest.raises(ValueError, match="mode must be 'auto', 'min' or 'max', got 'up'"):
+    with pytest.raises(ValueError, match="mode must be one of auto, min, max, got 'up'"):
         callbacks.EarlyStopping(mode="up")
     with pytest.raises(ValueError, match="patience must be a non-negative integer, got -1"):
         callbacks.EarlyStopping(patience=-1)

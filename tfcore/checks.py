@@ -1,7 +1,8 @@
 """Argument checks shared by tfcore, models, train and bench: one module, one wording.
 
 Each function checks ONE value, returns it normalised (an `int`, a `float`, ...) and
-otherwise raises `ValueError` naming the argument and quoting the value:
+otherwise raises `ArgumentError` (a `ValueError`) naming the argument and quoting the
+value:
 
     check_int(0, "batch_size", low=1)      -> ValueError: batch_size must be a positive
                                               integer, got 0
@@ -27,8 +28,13 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_name", "check_real",
+__all__ = ["ArgumentError", "check_bool", "check_choice", "check_int", "check_name", "check_real",
            "int_bounds_text", "real_bounds_text"]
+
+
+class ArgumentError(ValueError):
+    """A bad argument or option value (a `ValueError`): the message names it and quotes
+    the value. The binaries print it as one line and exit with 2."""
 
 
 def _is_int(value) -> bool:
@@ -66,7 +72,7 @@ def check_int(value, name: str, low: Optional[int] = None, high: Optional[int] =
         return None
     ok = _is_int(value) and (low is None or value >= low) and (high is None or value <= high)
     if not ok:
-        raise ValueError(f"{name} must be {int_bounds_text(low, high)}, got {value!r}")
+        raise ArgumentError(f"{name} must be {int_bounds_text(low, high)}, got {value!r}")
     return int(value)
 
 
@@ -110,7 +116,7 @@ def check_real(value, name: str, low: Optional[float] = None,
         ok = ((low is None or (v > low if low_open else v >= low))
               and (high is None or (v < high if high_open else v <= high)))
     if not ok:
-        raise ValueError(f"{name} must be {real_bounds_text(low, high, low_open, high_open)}"
+        raise ArgumentError(f"{name} must be {real_bounds_text(low, high, low_open, high_open)}"
                          f", got {value!r}")
     return float(value)
 
@@ -119,7 +125,7 @@ def check_bool(value, name: str) -> bool:
     """`value` if it is a bool (NumPy bools included); ValueError otherwise."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise ValueError(f"{name} must be a bool, got {value!r}")
+    raise ArgumentError(f"{name} must be a bool, got {value!r}")
 
 
 def check_choice(value, name: str, choices: Iterable[Any]) -> Any:
@@ -127,12 +133,12 @@ def check_choice(value, name: str, choices: Iterable[Any]) -> Any:
     choices = tuple(choices)
     if isinstance(value, bool) or value not in choices:
         listed = ", ".join(str(c) for c in choices)
-        raise ValueError(f"{name} must be one of {listed}, got {value!r}")
+        raise ArgumentError(f"{name} must be one of {listed}, got {value!r}")
     return value
 
 
 def check_name(value, name: str) -> str:
     """`value` if it is a non-empty string (a metric or layer name)."""
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        raise ArgumentError(f"{name} must be a non-empty string, got {value!r}")
     return value

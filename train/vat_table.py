@@ -2,10 +2,12 @@
 
     python -m train.vat_table --workdir=runs/vat_table            # make vat-table
     python -m train.vat_table --workdir=runs/vat_table --resume   # finish a cut run
+    python -m train.vat_table --workdir=runs/vat_exact --hvp=exact --configs=vat,vat_dropout
 
 Trains, one after the other in this process, with the same seed, data and preset
 (the write-up's: xi=10, eps=1, one power iteration, Adadelta 1.0, batch 128, 12
-epochs; the train.vat flags of the same names override it):
+epochs; the train.vat flags of the same names override it: every flag of train.vat
+is a flag of this binary, plus --configs and --overhead_steps):
 
     dropout  VAT   original accuracy
     yes      no    98.72 %      (the Keras example: "plain")
@@ -30,19 +32,17 @@ epochs) and continues an unfinished one from its checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import os
 import statistics
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from absl import app, flags
-
-from train import flags as common
-from train import vat as vat_bin
-
-FLAGS = common.FLAGS
+from tfcore import checks
+from tfcore.training import binary, metrics_io
+from tfcore.training.run import check_writable
+from tfcore.training.options import option
+from train import vat_lib
+from train.vat_lib import VatConfig
 
 # name, dropout, vat, original test accuracy (%).
 CONFIGS = (
@@ -54,6 +54,29 @@ CONFIGS = (
 ORIGINAL_SECONDS = {False: 8.0, True: 18.0}  # per epoch, without / with VAT
 ORIGINAL_OVERHEAD = 2.25
 FLOP_RATIO = 8.0 / 3.0  # VAT / plain step FLOPs with one power iteration
+
+
+@dataclasses.dataclass
+class VatTableConfig(VatConfig):
+    """train.vat's options (shared by every row) plus the table's own."""
+
+    configs: Tuple[str, ...] = option((), "Rows to run, in this order: a subset of "
+                                      f"{', '.join(c[0] for c in CONFIGS)} (default all).",
+                                      choices=[c[0] for c in CONFIGS], resume="free")
+    overhead_steps: int = option(20, "Alternating plain/VAT step timings (0: skip).",
+                                 low=0, resume="free")
+
+    def validate(self) -> "VatTableConfig":
+        super().validate()
+        if self.export:
+            raise checks.ArgumentError("--export is not supported by train.vat_table "
+                                       "(use train.vat)")
+        return self
+
+    def row_config(self, dropout: bool, use_vat: bool) -> VatConfig:
+        """The `VatConfig` of one row."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(VatConfig)}
+        return VatConfig(**{**shared, "dropout": dropout, "vat": use_vat})
 
 
 def _steady_seconds(metrics: Dict[str, Any]) -> Optional[float]:
@@ -69,43 +92,39 @@ def _finished(metrics: Optional[dict], epochs: Optional[int]) -> bool:
                 and (epochs is None or len(metrics.get("epochs", [])) == epochs))
 
 
-def run_table(base: vat_bin.VatConfig, workdir: str, names: Sequence[str] = (),
-              data=None, overhead_steps: int = 20) -> Dict[str, Any]:
-    """Trains the configurations (all, or those in `names`) and builds the table.
+def run_table(config: VatTableConfig, workdir: str, data=None) -> Dict[str, Any]:
+    """Trains the configurations (all, or those in `config.configs`) and builds the
+    table.
 
     Args:
-      base: the shared `train.vat.VatConfig` (its dropout / vat are set per row).
+      config: the shared options (each row sets dropout / vat), `configs` (a subset
+        of 'dropout', 'plain', 'vat', 'vat_dropout', run in that order; default all;
+        the table lists them in its order) and `overhead_steps` (alternating step
+        timings for the overhead, 0: skip).
       workdir: runs go to <workdir>/<name>; the table to <workdir>/vat_table.md.
-      names: a subset of 'dropout', 'plain', 'vat', 'vat_dropout', run in that order
-        (default all, in the table's order); the table lists them in its order.
-      data: optional injected MNIST arrays (see `train.vat.train_and_evaluate`).
-      overhead_steps: alternating step timings for the overhead (0: skip).
+      data: optional injected MNIST arrays (see `train.vat_lib.train_and_evaluate`).
 
     Returns:
       {'rows': [...], 'overhead_steps': {...} or None, 'markdown': str}.
     """
-    from tfcore.training import metrics_io  # pylint: disable=import-outside-toplevel
-    known = [c[0] for c in CONFIGS]
-    for n in names:
-        if n not in known:
-            raise ValueError(f"--configs entries must be among {', '.join(known)}, "
-                             f"got {n!r}")
+    config.validate()
+    check_writable(workdir)
     rows = []
     order = {c[0]: i for i, c in enumerate(CONFIGS)}
-    todo = [c for n in names for c in CONFIGS if c[0] == n] if names else list(CONFIGS)
+    todo = ([c for n in config.configs for c in CONFIGS if c[0] == n] if config.configs
+            else list(CONFIGS))
+    base = config.row_config(False, False)
     for name, dropout, use_vat, original in todo:
         run_dir = os.path.join(workdir, name)
-        cfg = dataclasses.replace(base, dropout=dropout, vat=use_vat)
+        cfg = config.row_config(dropout, use_vat)
         previous = metrics_io.read_metrics(run_dir)
-        if base.resume and _finished(previous, cfg.epochs if cfg.steps is None else None):
+        if config.resume and _finished(previous, cfg.epochs if cfg.steps is None else None):
             metrics = previous
             print(f"[vat_table] {name}: reusing {run_dir}", flush=True)
         else:
-            has_ckpt = os.path.isdir(os.path.join(run_dir, "checkpoints"))
-            cfg = dataclasses.replace(cfg, resume=bool(base.resume and has_ckpt))
             print(f"[vat_table] {name}: dropout={dropout} vat={use_vat} -> {run_dir}",
                   flush=True)
-            metrics = vat_bin.train_and_evaluate(cfg, run_dir, data=data)
+            metrics = vat_lib.train_and_evaluate(cfg, run_dir, data=data)
         rows.append({"name": name, "dropout": dropout, "vat": use_vat,
                      "test_accuracy": metrics["test_accuracy"],
                      "test_loss": metrics["test_loss"],
@@ -122,23 +141,23 @@ def run_table(base: vat_bin.VatConfig, workdir: str, names: Sequence[str] = (),
         ref = by_key.get((r["dropout"], False))
         r["overhead"] = (r["seconds_per_epoch"] / ref["seconds_per_epoch"]
                          if r["vat"] and ref and ref["seconds_per_epoch"] else None)
-    timing = measure_overhead(base, overhead_steps) if overhead_steps else None
+    timing = (measure_overhead(base, config.overhead_steps) if config.overhead_steps
+              else None)
     return _write(workdir, rows, timing, base)
 
 
-def measure_overhead(base: vat_bin.VatConfig, steps: int, batch_size: Optional[int] = None
+def measure_overhead(base: VatConfig, steps: int, batch_size: Optional[int] = None
                      ) -> Dict[str, Any]:
     """Times `steps` plain and `steps` VAT train steps (no dropout), alternating.
 
-    Both steps are compiled per `base.jit`, warmed up, then run in turns on one fixed
-    random batch of `base.batch_size`; returns the median seconds of each, their
-    ratio and the median of the per-pair ratios.
+    Both steps are `train.vat_lib.build`'s (the binary's), compiled per `base.jit`,
+    warmed up, then run in turns on one fixed random batch of `base.batch_size`;
+    returns the median seconds of each, their ratio and the median of the per-pair
+    ratios.
     """
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from models import vat_cnn  # pylint: disable=import-outside-toplevel
-    from tfcore import optimizers  # pylint: disable=import-outside-toplevel
-    from tfcore.training import compile as tfcompile
+    from tfcore.training import compile as tfcompile  # pylint: disable=import-outside-toplevel
     cfg = base.resolved()
     b = batch_size or cfg.batch_size
     rng = np.random.RandomState(0)
@@ -146,13 +165,9 @@ def measure_overhead(base: vat_bin.VatConfig, steps: int, batch_size: Optional[i
              tf.constant(rng.randint(0, 10, b).astype(np.int32)))
     fns = {}
     for use_vat in (False, True):
-        model = vat_cnn.VatCNN(dropout=False)
-        model(batch[0][:1])
-        opt = optimizers.get(cfg.optimizer, learning_rate=cfg.learning_rate)
-        opt.build(model.trainable_variables)
-        fns[use_vat] = tfcompile.compile_step(vat_cnn.make_train_step(
-            model, opt, vat=use_vat, xi=cfg.xi, eps=cfg.eps,
-            power_iterations=cfg.power_iterations), jit=cfg.jit)
+        _, _, step_fn = vat_lib.build(dataclasses.replace(
+            cfg, dropout=False, vat=use_vat, lr_decay_fraction=0.0))
+        fns[use_vat] = tfcompile.compile_step(step_fn, jit=cfg.jit)
     seed = tf.constant([0, 1], tf.int64)
     for fn in fns.values():  # trace + warm up
         for _ in range(2):
@@ -179,7 +194,7 @@ def _num(x: Optional[float], fmt: str) -> str:
 
 
 def format_table(rows: List[Dict[str, Any]], timing: Optional[Dict[str, Any]],
-                 base: Optional[vat_bin.VatConfig] = None) -> str:
+                 base: Optional[VatConfig] = None) -> str:
     """The markdown table (measured beside the original figures) and its notes."""
     lines = ["| dropout | VAT | test accuracy | test loss | s / epoch | VAT overhead "
              "| original accuracy | original s / epoch |",
@@ -217,7 +232,6 @@ def format_table(rows: List[Dict[str, Any]], timing: Optional[Dict[str, Any]],
 
 
 def _write(workdir: str, rows, timing, base) -> Dict[str, Any]:
-    from tfcore.training import metrics_io  # pylint: disable=import-outside-toplevel
     markdown = format_table(rows, timing, base)
     metrics_io.atomic_write_text(os.path.join(workdir, "vat_table.md"), markdown)
     out = {"rows": rows, "overhead_steps": timing, "markdown": markdown}
@@ -225,40 +239,10 @@ def _write(workdir: str, rows, timing, base) -> Dict[str, Any]:
     return out
 
 
-def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
-    """train.vat's flags plus --configs and --overhead_steps (once)."""
-    vat_bin.define_flags(flag_values)
-    if "configs" in flag_values:
-        return
-    fv = dict(flag_values=flag_values)
-    flags.DEFINE_list("configs", [], "Rows to run, in this order: a subset of "
-                      f"{', '.join(c[0] for c in CONFIGS)} (default all).", **fv)
-    flags.DEFINE_integer("overhead_steps", 20, "Alternating plain/VAT step timings "
-                         "(0: skip).", **fv)
-    flags.register_validator("overhead_steps", lambda v: v is not None and v >= 0,
-                             message="--overhead_steps must be >= 0", **fv)
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required")
-    base = vat_bin.config_from_flags(FLAGS)
-    try:
-        base.resolved()
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
-    if FLAGS.export:
-        raise app.UsageError("--export is not supported by vat_table (use train.vat)")
-    logging.getLogger("tfcore").setLevel(logging.INFO)
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
-    common.setup(FLAGS)
-    out = run_table(base, FLAGS.workdir, FLAGS.configs, overhead_steps=FLAGS.overhead_steps)
-    print(out["markdown"], flush=True)
-    print(json.dumps({"table": os.path.join(FLAGS.workdir, "vat_table.md")}), flush=True)
+def summary(out: Dict[str, Any]) -> str:
+    """The table, then where it was written."""
+    return out["markdown"]
 
 
 if __name__ == "__main__":
-    define_flags(FLAGS)
-    app.run(main)
+    binary.main("train.vat_table", VatTableConfig, run_table, summary=summary)

@@ -8,6 +8,7 @@
 * `mnist_images`, `balanced_subset`, `train_val_split`: preprocessing and subsets.
 * `load_image_folder`, `augment`: a small image set from PNG/JPEG files, grown by
   random scale/shift/brightness.
+* `SemiSupervisedData`: labeled and unlabeled batches stepped together.
 """
 from tfcore.data.idx import DataError, read_idx, write_idx
 from tfcore.data.mnist import download_mnist, load_mnist
@@ -15,10 +16,11 @@ from tfcore.data.pipeline import (DeviceDataset, balanced_subset, batch_indices,
                                   epoch_permutation, make_dataset, mnist_images,
                                   permutation_tensor, train_val_split)
 from tfcore.data.images import augment, load_image_folder
+from tfcore.data.semi_supervised import SemiSupervisedData
 
 __all__ = [
     "DataError", "load_mnist", "download_mnist", "read_idx", "write_idx",
     "make_dataset", "DeviceDataset", "batch_indices", "epoch_permutation",
     "permutation_tensor", "mnist_images", "balanced_subset", "train_val_split",
-    "load_image_folder", "augment",
+    "load_image_folder", "augment", "SemiSupervisedData",
 ]

@@ -23,6 +23,8 @@ from typing import Union
 
 import numpy as np
 
+from tfcore.checks import ArgumentError
+
 PathLike = Union[str, os.PathLike]
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -38,8 +40,9 @@ _IDX_DTYPES = {
 }
 
 
-class DataError(ValueError):
-    """A data file is missing, truncated, corrupt or holds the wrong arrays.
+class DataError(ArgumentError):
+    """A data file is missing, truncated, corrupt or holds the wrong arrays (an
+    `ArgumentError`, so a `ValueError`: the binaries print it as one line).
 
     The message always names the file (or folder) and what was wrong with it.
     """

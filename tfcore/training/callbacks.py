@@ -31,6 +31,7 @@ Built in:
 * `TensorBoard`: scalars every `log_every` steps and per epoch (`workdir/train`,
   `workdir/eval`), weight histograms and activation histograms per epoch, images,
   the step's graph, and embeddings for the Projector (see `tfcore.summaries`).
+* `EvalMonitor(eval_fn, prefix)`: another set's metrics in every epoch's logs.
 * `ActivationLogger`: the textbook's custom callback, saving a layer's activations
   for a fixed validation sample each epoch as `workdir/activations/epoch_NNNN.npz`.
 * `ProgressLogger`: a live progress line on a terminal (epoch, step, steps/s, ETA,
@@ -52,7 +53,8 @@ from typing import Any, Callable, Dict, IO, List, Mapping, Optional, Sequence, U
 import numpy as np
 import tensorflow as tf
 
-from tfcore.training import checkpointing, distribute, metrics_io, summaries
+from tfcore import checks
+from tfcore.training import metrics_io, summaries
 
 log = logging.getLogger("tfcore.callbacks")
 
@@ -86,42 +88,61 @@ class Callback:
     def close(self) -> None:
         """Releases resources (files); called after training ends or fails."""
 
+    def get_state(self) -> Optional[dict]:
+        """What this callback must remember across a resume (JSON values), or None
+        (the default: nothing). The loop saves it in every checkpoint's run state."""
+        return None
 
-# -- monitoring helpers ---------------------------------------------------------------
+    def set_state(self, state: dict) -> None:
+        """Takes back `get_state()`'s dict after a resume (after `on_train_begin`)."""
+
+
+# -- monitored-metric callbacks -------------------------------------------------------
 
 def _resolve_mode(mode: str, monitor: str) -> str:
-    m = str(mode).lower()
-    if m not in ("auto", "min", "max"):
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    m = checks.check_choice(str(mode).lower(), "mode", ("auto", "min", "max"))
     if m == "auto":  # Keras: accuracy-like metrics are maximised
         name = monitor[4:] if monitor.startswith("val_") else monitor
         m = "max" if ("acc" in name or name.startswith("fmeasure") or name == "auc") else "min"
     return m
 
 
-def _check_monitor(monitor) -> str:
-    if not isinstance(monitor, str) or not monitor:
-        raise ValueError(f"monitor must be a metric name, got {monitor!r}")
-    return monitor
+class MonitoredCallback(Callback):
+    """Base of the callbacks that watch one metric of the epoch logs (EarlyStopping,
+    ReduceLROnPlateau, best-only ModelCheckpoint): `monitor`, `mode` ('min' / 'max',
+    'auto' from the name as Keras does) and `current(logs)`, which warns once per call
+    when the metric is missing. `state_keys` are saved across resumes."""
 
+    state_keys: Sequence[str] = ()
 
-def _check_nonneg_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
-    return value
+    def __init__(self, monitor: str, mode: str = "auto"):
+        self.monitor = checks.check_name(monitor, "monitor")
+        self.mode = _resolve_mode(mode, monitor)
 
+    def current(self, logs) -> Optional[float]:
+        """The monitored value in `logs`, or None (with a warning) when absent."""
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            log.warning("%s: metric %r not in logs (have %s)", type(self).__name__,
+                        self.monitor, sorted(logs or {}))
+        return value
 
-def _check_nonneg_float(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{what} must be a non-negative number, got {value!r}")
-    return float(value)
+    def get_state(self) -> Optional[dict]:
+        if not self.state_keys:
+            return None
+        return {k: getattr(self, k) for k in self.state_keys}
+
+    def set_state(self, state: dict) -> None:
+        for k in self.state_keys:
+            if k in state:
+                setattr(self, k, state[k])
 
 
 def _snapshot(variables: Mapping[str, tf.Variable]) -> Dict[str, np.ndarray]:
     return {k: v.numpy().copy() for k, v in variables.items()}
 
 
-class EarlyStopping(Callback):
+class EarlyStopping(MonitoredCallback):
     """Stops training when `monitor` has stopped improving (Keras 3's rules).
 
     At each epoch end: `wait += 1`; if the value improves on the best by more than
@@ -136,23 +157,28 @@ class EarlyStopping(Callback):
       mode: 'min', 'max' or 'auto' (max for accuracy-like names).
       baseline: a value to beat; training stops if it is not beaten within patience.
       restore_best_weights: at the end, put back the model variables of the best
-        epoch (models = the loop's objects that are not optimizers).
+        epoch (models = the loop's objects that are not optimizers). Across a resume
+        the counters and the best value carry on; the best weights do not (they are
+        not in the checkpoint), so after a resume they are those of the best epoch
+        since the resume.
       start_from_epoch: epochs to wait before monitoring.
 
     Attributes:
       stopped_epoch (0 if not stopped), best, best_epoch, wait.
     """
 
+    state_keys = ("wait", "stopped_epoch", "best", "best_epoch")
+
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0,
                  patience: int = 0, mode: str = "auto", baseline: Optional[float] = None,
                  restore_best_weights: bool = False, start_from_epoch: int = 0):
-        self.monitor = _check_monitor(monitor)
-        self.min_delta = abs(_check_nonneg_float(min_delta, "min_delta"))
-        self.patience = _check_nonneg_int(patience, "patience")
-        self.mode = _resolve_mode(mode, monitor)
+        super().__init__(monitor, mode)
+        self.min_delta = checks.check_real(min_delta, "min_delta", low=0)
+        self.patience = checks.check_int(patience, "patience", low=0)
         self.baseline = baseline
         self.restore_best_weights = bool(restore_best_weights)
-        self.start_from_epoch = _check_nonneg_int(start_from_epoch, "start_from_epoch")
+        self.start_from_epoch = checks.check_int(start_from_epoch, "start_from_epoch",
+                                                 low=0)
         self._reset()
 
     def _reset(self):
@@ -173,12 +199,8 @@ class EarlyStopping(Callback):
         self._reset()
 
     def on_epoch_end(self, epoch, logs=None):
-        current = (logs or {}).get(self.monitor)
-        if current is None:
-            log.warning("EarlyStopping: metric %r not in logs (have %s)", self.monitor,
-                        sorted(logs or {}))
-            return
-        if epoch < self.start_from_epoch:
+        current = self.current(logs)
+        if current is None or epoch < self.start_from_epoch:
             return
         variables = self.loop.model_variables() if self.restore_best_weights else None
         if self.restore_best_weights and self.best_weights is None:
@@ -206,78 +228,70 @@ class EarlyStopping(Callback):
             log.info("EarlyStopping: restored the weights of epoch %d", self.best_epoch)
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(MonitoredCallback):
     """Saves training checkpoints: periodic (default) or the best only.
 
-    Periodic (`save_best_only=False`): saves `ckpt-<step>` through the loop's
-    `checkpointer` (`workdir/checkpoints`, the one `resume` reads) every
+    Periodic (`save_best_only=False`): saves `ckpt-<step>` through the loop
+    (`Loop.save_checkpoint`: `workdir/checkpoints`, the one `resume` reads) every
     `every_epochs` epochs and/or every `every_steps` steps, and at the end of
-    training; `max_to_keep` (if given) overrides the loop's.
+    training; `max_to_keep` (if given) overrides the loop's. With `directory`, into
+    that directory instead.
 
     Best only: after each epoch, if `monitor` is better than the best so far (strictly,
     per `mode`), saves the whole training checkpoint into `directory` (default
     `workdir/best`, one kept) and `best.json` ({monitor, value, epoch, step, path}).
-    The best value survives a resume (read back from best.json). Load the best
-    weights with `tfcore.training.checkpointing.restore_objects(workdir + '/best', {...})`.
+    The best value survives a resume (it is part of the run state). Load the best
+    weights with `tfcore.training.checkpointing.restore_objects(workdir + '/best', ...)`.
 
-    Nothing is saved after a failed step: a NaN stop raises before any hook runs.
+    Nothing is saved after a failed step: a NaN stop raises before any hook runs. The
+    loop calls every ModelCheckpoint's `on_epoch_end` after the other callbacks', so
+    a checkpoint holds the epoch's complete record.
     """
 
     def __init__(self, save_best_only: bool = False, monitor: str = "val_loss",
                  mode: str = "auto", every_epochs: Optional[int] = 1,
                  every_steps: Optional[int] = None, max_to_keep: Optional[int] = None,
                  directory: Optional[str] = None):
-        self.save_best_only = bool(save_best_only)
-        self.monitor = _check_monitor(monitor)
-        self.mode = _resolve_mode(mode, monitor)
-        for name, v in (("every_epochs", every_epochs), ("every_steps", every_steps),
-                        ("max_to_keep", max_to_keep)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-                raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
-        self.every_epochs = every_epochs
-        self.every_steps = every_steps
-        self.max_to_keep = max_to_keep
+        super().__init__(monitor, mode)
+        self.save_best_only = checks.check_bool(save_best_only, "save_best_only")
+        self.every_epochs = checks.check_int(every_epochs, "every_epochs", low=1,
+                                             allow_none=True)
+        self.every_steps = checks.check_int(every_steps, "every_steps", low=1,
+                                            allow_none=True)
+        self.max_to_keep = checks.check_int(max_to_keep, "max_to_keep", low=1,
+                                            allow_none=True)
         self.directory = directory
+        self.state_keys = ("best",) if self.save_best_only else ()
         self.best = None
         self.saved_step = None
         self._saver = None
 
     def on_train_begin(self, logs=None):
         loop = self.loop
-        if self.save_best_only:
+        self.best = None
+        if self.save_best_only or self.directory:
             if not loop.workdir and not self.directory:
-                raise ValueError("ModelCheckpoint(save_best_only=True) needs a workdir "
-                                 "or a directory")
-            directory = distribute.worker_dir(
-                self.directory or os.path.join(loop.workdir, "best"), loop.strategy)
-            self._saver = checkpointing.Checkpointer(directory, loop.checkpoint,
-                                                     max_to_keep=1)
-            info = os.path.join(directory, "best.json")
-            if os.path.exists(info) and int(loop.step.numpy()) > 0:  # resumed run
-                with open(info) as f:
-                    self.best = json.load(f).get("value")
-            else:
-                self.best = None
+                raise checks.ArgumentError("ModelCheckpoint needs the loop's workdir or a "
+                                           "directory")
+            directory = self.directory or os.path.join(loop.workdir, "best")
+            keep = 1 if self.save_best_only else (self.max_to_keep or 3)
+            self._saver = loop.make_checkpointer(directory, max_to_keep=keep)
         else:
-            if self.directory:
-                self._saver = checkpointing.Checkpointer(
-                    self.directory, loop.checkpoint, max_to_keep=self.max_to_keep or 3)
-            else:
-                if loop.checkpointer is None:
-                    raise ValueError("ModelCheckpoint needs the loop's workdir or a "
-                                     "directory")
-                self._saver = loop.checkpointer
-                if self.max_to_keep is not None:
-                    self._saver.max_to_keep = self.max_to_keep
-            self.saved_step = int(loop.step.numpy())
+            if loop.checkpointer is None:
+                raise checks.ArgumentError("ModelCheckpoint needs the loop's workdir or a "
+                                           "directory")
+            if self.max_to_keep is not None:
+                loop.checkpointer.max_to_keep = self.max_to_keep
+        self.saved_step = int(loop.step.numpy())
 
     def _save(self) -> Optional[str]:
         step = int(self.loop.step.numpy())
         if step == self.saved_step:
             return None
-        path = self._saver.save(step)
         self.saved_step = step
-        return path
+        if self._saver is not None:
+            return self._saver.save(step)
+        return self.loop.save_checkpoint()
 
     def on_batch_end(self, step, logs=None):
         if self.save_best_only or not self.every_steps:
@@ -291,14 +305,11 @@ class ModelCheckpoint(Callback):
             if self.every_epochs and (epoch + 1) % self.every_epochs == 0:
                 self._save()
             return
-        current = (logs or {}).get(self.monitor)
-        if current is None:
-            log.warning("ModelCheckpoint: metric %r not in logs (have %s)", self.monitor,
-                        sorted(logs or {}))
+        current = self.current(logs)
+        if current is None or not np.isfinite(current):
             return
-        better = (self.best is None or
-                  (current < self.best if self.mode == "min" else current > self.best))
-        if better and np.isfinite(current):
+        if self.best is None or (current < self.best if self.mode == "min"
+                                 else current > self.best):
             self.best = current
             step = int(self.loop.step.numpy())
             path = self._saver.save(step)
@@ -313,7 +324,7 @@ class ModelCheckpoint(Callback):
             self._save()
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(MonitoredCallback):
     """Multiplies the learning rate by `factor` when `monitor` plateaus (Keras 3).
 
     At each epoch end (logging the current `learning_rate` in the logs): in cooldown,
@@ -337,19 +348,18 @@ class ReduceLROnPlateau(Callback):
         `learning_rate` variable).
     """
 
+    state_keys = ("best", "wait", "cooldown_counter")
+
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
                  mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0,
                  min_lr: float = 0.0, optimizers: Optional[Sequence[Any]] = None):
-        self.monitor = _check_monitor(monitor)
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or \
-                not 0.0 < factor < 1.0:
-            raise ValueError(f"factor must be in (0, 1), got {factor!r}")
-        self.factor = float(factor)
-        self.patience = _check_nonneg_int(patience, "patience")
-        self.mode = _resolve_mode(mode, monitor)
-        self.min_delta = _check_nonneg_float(min_delta, "min_delta")
-        self.cooldown = _check_nonneg_int(cooldown, "cooldown")
-        self.min_lr = _check_nonneg_float(min_lr, "min_lr")
+        super().__init__(monitor, mode)
+        self.factor = checks.check_real(factor, "factor", low=0, high=1, low_open=True,
+                                        high_open=True)
+        self.patience = checks.check_int(patience, "patience", low=0)
+        self.min_delta = checks.check_real(min_delta, "min_delta", low=0)
+        self.cooldown = checks.check_int(cooldown, "cooldown", low=0)
+        self.min_lr = checks.check_real(min_lr, "min_lr", low=0)
         self._given = list(optimizers) if optimizers is not None else None
         self._reset()
 
@@ -367,12 +377,17 @@ class ReduceLROnPlateau(Callback):
         self._reset()
         self.optimizers = self._given if self._given is not None else self.loop.optimizers()
         if not self.optimizers:
-            raise ValueError("ReduceLROnPlateau: no optimizer with a learning_rate "
-                             "tf.Variable among the loop's objects")
+            raise checks.ArgumentError("ReduceLROnPlateau: no optimizer with a "
+                                       "learning_rate tf.Variable among the loop's objects")
         for opt in self.optimizers:
             if not isinstance(getattr(opt, "learning_rate", None), tf.Variable):
-                raise ValueError(f"ReduceLROnPlateau: {opt!r} has no learning_rate "
-                                 "tf.Variable to assign")
+                raise checks.ArgumentError(f"ReduceLROnPlateau: {opt!r} has no "
+                                           "learning_rate tf.Variable to assign")
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        if self.best is None:  # +-inf is saved as null (strict JSON)
+            self.best = np.inf if self.mode == "min" else -np.inf
 
     def _lr(self) -> float:
         return float(self.optimizers[0].learning_rate.numpy())
@@ -380,13 +395,10 @@ class ReduceLROnPlateau(Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         logs["learning_rate"] = self._lr()
-        current = logs.get(self.monitor)
+        current = self.current(logs)
         if current is None:
-            log.warning("ReduceLROnPlateau: metric %r not in logs (have %s)", self.monitor,
-                        sorted(logs))
             return
-        in_cooldown = self.cooldown_counter > 0
-        if in_cooldown:
+        if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
         if self._improves(current, self.best):
@@ -394,19 +406,21 @@ class ReduceLROnPlateau(Callback):
             self.wait = 0
         elif not self.cooldown_counter > 0:
             self.wait += 1
-            if self.wait >= self.patience:
-                reduced = False
-                for opt in self.optimizers:
-                    old = float(opt.learning_rate.numpy())
-                    if old > np.float32(self.min_lr):
-                        new = max(old * self.factor, self.min_lr)
-                        opt.learning_rate.assign(new)
-                        reduced = True
-                        log.info("ReduceLROnPlateau: epoch %d, learning rate %.4g -> %.4g",
-                                 epoch, old, new)
-                if reduced:
-                    self.cooldown_counter = self.cooldown
-                    self.wait = 0
+            if self.wait >= self.patience and self._reduce(epoch):
+                self.cooldown_counter = self.cooldown
+                self.wait = 0
+
+    def _reduce(self, epoch: int) -> bool:
+        reduced = False
+        for opt in self.optimizers:
+            old = float(opt.learning_rate.numpy())
+            if old > np.float32(self.min_lr):
+                new = max(old * self.factor, self.min_lr)
+                opt.learning_rate.assign(new)
+                reduced = True
+                log.info("ReduceLROnPlateau: epoch %d, learning rate %.4g -> %.4g",
+                         epoch, old, new)
+        return reduced
 
 
 class TensorBoard(Callback):
@@ -422,7 +436,8 @@ class TensorBoard(Callback):
       images: `() -> {name: images [k, h, w, c] in [0, 1]}` (reconstructions,
         samples), written every epoch to train/.
       max_images: images per tag.
-      graph: write the compiled step's graph (first call) via `tf.summary.trace_on`.
+      graph: write the compiled train step's graph (after its first call), also when
+        it is XLA-compiled (the traced function's graph, `Loop.step_graph`).
       embeddings: `() -> {name: (vectors [N, D], labels or None)}` (or that dict),
         written for the Projector into train/ every epoch (the newest is kept).
       directory: default the loop's workdir.
@@ -434,11 +449,11 @@ class TensorBoard(Callback):
                  graph: bool = True,
                  embeddings: Union[None, Mapping, Callable[[], Mapping]] = None,
                  directory: Optional[str] = None):
-        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every <= 0:
-            raise ValueError(f"log_every must be a positive integer, got {log_every!r}")
+        checks.check_int(log_every, "log_every", low=1)
         for name, fn in (("activations", activations), ("images", images)):
             if fn is not None and not callable(fn):
-                raise ValueError(f"{name} must be a callable returning a dict, got {fn!r}")
+                raise checks.ArgumentError(f"{name} must be a callable returning a dict, "
+                                           f"got {fn!r}")
         self.log_every = log_every
         self.histograms = bool(histograms)
         self.activations = activations
@@ -448,26 +463,26 @@ class TensorBoard(Callback):
         self.embeddings = embeddings
         self.directory = directory
         self.writers = None
-        self._tracing = False
+        self._graph_pending = False
         self._last_logged = None
 
     def on_train_begin(self, logs=None):
         directory = self.directory or self.loop.workdir
         if not directory:
-            raise ValueError("TensorBoard needs the loop's workdir or a directory")
+            raise checks.ArgumentError("TensorBoard needs the loop's workdir or a directory")
         self.enabled = self.loop.is_chief
         self.writers = summaries.Writers(directory)
         self._last_logged = int(self.loop.step.numpy())
-        if self.graph and self.enabled:
-            summaries.trace_on()
-            self._tracing = True
+        self._graph_pending = self.graph and self.enabled
 
     def on_batch_end(self, step, logs=None):
         if not self.enabled:
             return
-        if self._tracing:
-            summaries.trace_export(self.writers.writer("train"), "train_step", step)
-            self._tracing = False
+        if self._graph_pending:
+            graph = self.loop.step_graph()
+            if graph is not None:
+                self.writers.graph("train", graph, step)
+            self._graph_pending = False
         if step // self.log_every > self._last_logged // self.log_every:
             self.writers.scalars("train", step, logs or {})
             self._last_logged = step
@@ -494,17 +509,28 @@ class TensorBoard(Callback):
             summaries.write_projector(self.writers.logdir("train"), emb, step=step)
         self.writers.flush()
 
-    def on_train_end(self, logs=None):
-        if self._tracing:  # no batch ran
-            tf.summary.trace_off()
-            self._tracing = False
-
     def close(self):
-        if self._tracing:
-            tf.summary.trace_off()
-            self._tracing = False
         if self.writers is not None:
             self.writers.close()
+
+
+class EvalMonitor(Callback):
+    """Adds `prefix + name` for each value of `eval_fn()` to every epoch's logs: e.g.
+    the test metrics of a learning curve (for reports, never for selection).
+
+    Args:
+      eval_fn: `() -> {name: scalar}` (`tfcore.training.loop.make_eval_fn`).
+      prefix: prepended to the names (default 'test_').
+    """
+
+    def __init__(self, eval_fn: Callable[[], Mapping[str, Any]], prefix: str = "test_"):
+        if not callable(eval_fn):
+            raise checks.ArgumentError(f"eval_fn must be callable, got {eval_fn!r}")
+        self.eval_fn, self.prefix = eval_fn, prefix
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update({self.prefix + k: v for k, v in self.eval_fn().items()})
 
 
 class ActivationLogger(Callback):
@@ -524,10 +550,8 @@ class ActivationLogger(Callback):
     def __init__(self, fn: Callable, sample: Any, every_epochs: int = 1,
                  directory: Optional[str] = None):
         if not callable(fn):
-            raise ValueError(f"fn must be callable, got {fn!r}")
-        if isinstance(every_epochs, bool) or not isinstance(every_epochs, int) or \
-                every_epochs <= 0:
-            raise ValueError(f"every_epochs must be a positive integer, got {every_epochs!r}")
+            raise checks.ArgumentError(f"fn must be callable, got {fn!r}")
+        checks.check_int(every_epochs, "every_epochs", low=1)
         self.fn = fn
         self.sample = tf.nest.map_structure(tf.convert_to_tensor, sample)
         self.every_epochs = every_epochs
@@ -587,9 +611,7 @@ class ProgressLogger(Callback):
 
     def __init__(self, log_every: int = 100, stream: Optional[IO[str]] = None,
                  tty: Optional[bool] = None, refresh_s: float = 0.1):
-        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every <= 0:
-            raise ValueError(f"log_every must be a positive integer, got {log_every!r}")
-        self.log_every = log_every
+        self.log_every = checks.check_int(log_every, "log_every", low=1)
         self.stream = stream
         self.tty = tty
         self.refresh_s = float(refresh_s)
@@ -617,7 +639,7 @@ class ProgressLogger(Callback):
     def _line(self, step: int, logs) -> str:
         loop = self.loop
         total = loop.total_steps
-        epoch = min(max(step - 1, 0) // loop.steps_per_epoch, loop.epochs - 1)
+        epoch = min(loop.epoch_of(max(step - 1, 0)), loop.epochs - 1)
         rate = self._rate
         eta = (total - step) / rate if rate else float("inf")
         rate_s = f"{rate:.1f} steps/s" if rate else "? steps/s"
@@ -632,7 +654,7 @@ class ProgressLogger(Callback):
             self._last_draw = now
             self._update_rate(step)
             spe = self.loop.steps_per_epoch
-            done = step - (max(step - 1, 0) // spe) * spe
+            done = step - self.loop.epoch_start(self.loop.epoch_of(max(step - 1, 0)))
             n = 20
             fill = int(n * done / spe)
             bar = "[" + "=" * fill + (">" if fill < n else "") + "." * max(n - fill - 1, 0) + "]"
@@ -679,12 +701,15 @@ class EpochTimer(Callback):
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter):
         if not callable(clock):
-            raise ValueError(f"clock must be callable, got {clock!r}")
+            raise checks.ArgumentError(f"clock must be callable, got {clock!r}")
         self.clock = clock
         self.seconds: List[float] = []
         self.steps: List[int] = []
+        self._epoch = None      # the epoch being timed, None between epochs
+        self._carried = {}      # {'epoch', 'seconds'}: a resumed epoch's earlier part
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
         self._t0 = self.clock()
         self._s0 = int(self.loop.step.numpy())
         self._t1, self._s1 = self._t0, self._s0
@@ -692,12 +717,28 @@ class EpochTimer(Callback):
     def on_batch_end(self, step, logs=None):
         self._t1, self._s1 = self.clock(), int(step)
 
+    def _earlier(self, epoch) -> float:
+        return self._carried.get("seconds", 0.0) if self._carried.get("epoch") == epoch \
+            else 0.0
+
     def on_epoch_end(self, epoch, logs=None):
         seconds = self._t1 - self._t0
         self.seconds.append(seconds)
         self.steps.append(self._s1 - self._s0)
+        self._epoch = None
         if logs is not None:
-            logs["epoch_seconds"] = seconds
+            logs["epoch_seconds"] = seconds + self._earlier(epoch)
+
+    def get_state(self) -> Optional[dict]:
+        """The seconds of the epoch in progress so far (saved by a mid-epoch
+        checkpoint), so a resumed epoch's `epoch_seconds` covers both parts."""
+        if self._epoch is None:
+            return {}
+        return {"epoch": self._epoch,
+                "seconds": self._t1 - self._t0 + self._earlier(self._epoch)}
+
+    def set_state(self, state: dict) -> None:
+        self._carried = dict(state)
 
     def steady_steps_per_second(self) -> Optional[float]:
         """Steps per second over this process's epochs after the first (the first

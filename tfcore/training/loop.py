@@ -8,13 +8,13 @@ What you give it:
   (seed, global step) with `alg='philox'`: pass it to stochastic layers
   (`model(x, training=True, seed=seed)`) so dropout & co. are reproducible and a
   resumed run replays the same randomness. The loop compiles it (`tf.function`, XLA
-  per `jit`, see `tfcore.compile`); do not wrap it in a `tf.function` yourself.
+  per `jit`, see `tfcore.training.compile`); do not wrap it in a `tf.function`.
 * `data`: a `tfcore.data.DeviceDataset` (or any object with `steps_per_epoch` and
   `batch(epoch, step)` usable in a `tf.function`), or in-memory arrays (an array or
   a tuple/dict of arrays) plus `batch_size`, held on the device as a DeviceDataset
   shuffled per epoch with `seed`; `ZipData(labeled_ds, unlabeled_ds)` steps several
-  sources together (one batch of each per step, e.g. VAT). Batch `j` of epoch `k` depends only on
-  (seed, k, j), so resuming restores the data order exactly.
+  sources together (one batch of each per step, e.g. VAT). Batch `j` of epoch `k`
+  depends only on (seed, k, j), so resuming restores the data order exactly.
 * `objects`: what to checkpoint, e.g. `{'model': m, 'optimizer': opt}` (a GAN:
   `{'generator': g, 'discriminator': d, 'g_opt': go, 'd_opt': do}`). Optimizers are
   recognised by their `learning_rate` `tf.Variable` (ReduceLROnPlateau assigns it).
@@ -27,32 +27,45 @@ What it does: for each epoch, runs the compiled step over the epoch's batches, c
 every float it returns for NaN/Inf (a `NonFiniteError` naming the step and the
 metric stops training before anything is saved, so the last good checkpoint stays),
 averages them into the epoch's train metrics, runs `eval_fn`, calls the callbacks,
-and writes `workdir/metrics.json` atomically (see `tfcore.metrics_io`). It returns a
-`History` (per-epoch lists of named metrics, like Keras's).
+records the epoch (`History`), saves the checkpoint, and writes `workdir/metrics.json`
+atomically (see `tfcore.training.metrics_io`). It returns the `History`.
+
+The checkpoint is the run's one source of truth: besides `objects` it holds the
+global `step`, the `seed`, an `rng` (`tf.random.Generator`, philox) and the RUN
+STATE, a JSON string: the finished epochs' records, the running sums of an epoch cut
+short by a mid-epoch save, the callbacks' states (`Callback.get_state`), the epoch
+numbering and whatever the caller puts in `loop.state_extra` (the run layer: the
+run's configuration and the changes made on resume). A kill at any moment therefore
+loses at most the steps since the newest complete checkpoint, and metrics.json, which
+only publishes that state, is rewritten from it on resume: no epoch lost or shifted.
 
 Adding to metrics.json from a callback: the epoch record is the `logs` dict AFTER
 every callback's `on_epoch_end` ran, so a callback that sets `logs['my_key']` there
-gets it into that epoch's entry, `history` and (for the last epoch) `final`, and it
-stays through later rewrites and resumes ('epoch' and 'step' are the loop's). Keys a
-callback sets in `on_train_end(logs)` (`logs`: a copy of this process's last epoch
-logs, {} if it ran none) go into `final` only (`History.update_final`). Do not
-write metrics.json from a callback: the loop rewrites it from its `History` after
-every epoch and at the end. Top-level keys (test scores, config) are for the caller
-to merge after `fit` returns, as the binaries in `train/` do.
+gets it into that epoch's entry, `history` and (for the last epoch) `final` ('epoch'
+and 'step' are the loop's). Keys set in `on_train_end(logs)` (`logs`: a copy of this
+process's last epoch logs, {} if it ran none) go into `final` only. Do not write
+metrics.json from a callback; top-level keys go into `loop.metrics_base` (merged into
+every write) or are merged by the caller after `fit`, as `tfcore.training.run` does.
 
 Defaults with a `workdir`: a periodic `ModelCheckpoint` (every epoch and at the end,
 under `workdir/checkpoints`, 3 kept) unless you pass one, and a `ProgressLogger`
 (a live line on a terminal, a plain log line every `log_every` steps otherwise)
-unless `progress=False`.
+unless `progress=False`. Checkpoints are taken after the epoch's record is complete:
+every `ModelCheckpoint`'s `on_epoch_end` runs after the other callbacks'.
 
-Checkpoint / resume: the checkpoint holds `objects` + the global `step` + the `seed`
-+ an `rng` (`tf.random.Generator`, philox, `loop.rng`). `resume=True` restores the
-newest complete checkpoint (a partial one from a killed process is skipped) and
-continues from its step: same weights, optimizer slots, step, RNG and data position.
-With op determinism on (`train.flags.apply_determinism`), N steps in one run and the
-same N split by a stop and a resume end bitwise-identical. Without `resume`, a
-workdir that already holds checkpoints is refused (no silent mixing of runs). A
-resumed epoch that had started before the stop averages only its resumed steps.
+Resume: `resume=True` restores the newest complete checkpoint (a partial one from a
+killed process is skipped) and continues from its step: same weights, optimizer
+slots, step, RNG, data position, epoch records and callback states. With op
+determinism on (`train.flags.apply_determinism`), N steps in one run and the same N
+split by stops and resumes end bitwise-identical, the metrics of a resumed epoch
+included. Without `resume`, a workdir that already holds checkpoints is refused. A
+data source whose `steps_per_epoch` differs from the checkpoint's (another batch
+size) ends the epoch in progress at the restored step and starts the next one there.
+
+Interrupts: during `fit`, SIGINT and SIGTERM (in the main thread) finish the current
+step (or compiled call), save a checkpoint at that step, write metrics.json with
+`status: interrupted` and raise `Interrupted` (the binaries exit with 128 + the
+signal number: 130, 143); a second signal raises KeyboardInterrupt at once.
 
 Compiled multi-step mode: `steps_per_call=N` (or 'epoch') runs N steps inside ONE
 `tf.function` (a `tf.while_loop` over the step that gathers its batches in-graph),
@@ -63,31 +76,17 @@ never cross an epoch end.
 
 AutoGraph: the step is traced with AutoGraph by default (`tf.function`'s default),
 which rewrites Python `if`/`while`/`for` on tensors into `tf.cond`/`tf.while_loop`.
-Converting the source of the step and of everything it calls dominates tracing.
-`autograph=False` skips it, for steps with no Python control flow on tensors (Python
-`if`s on Python values are fine): the same graph (tested bitwise), traced faster.
-A step that does need it then fails at its first trace with a ValueError naming
-`autograph`. Time to trace the loop's compiled step (`get_concrete_function`, graph
-mode, batch 32, the project's 2-core CPU, TF 2.21; each in a fresh process):
+`autograph=False` skips the source conversion, for steps with no Python control flow
+on tensors (Python `if`s on Python values are fine): the same graph, traced faster
+(docs/decisions.md, "AutoGraph off"). A step that does need it then fails at its
+first trace with a ValueError naming `autograph`.
 
-    step (train binary)                              autograph=True   False
-    models/vat_cnn, writeup VAT (train.vat)                7.2 s      1.2 s
-    models/vat_cnn, 20 labels + EntMin (train.vat)         7.5 s      1.6 s
-    models/autoencoder conv, denoising (*)                 1.6 s      0.6 s
-    models/dcgan (*)                                       3.1 s      2.3 s
-
-(*) these steps already wrap themselves in `tf.autograph.experimental.
-do_not_convert`; the rest is the loop's own code. Under heavy load from other jobs
-the VAT step took 155 s vs 24 s. All four steps trained bitwise-identically both
-ways (the DCGAN's with inter-op parallelism 1: its step is not run-to-run
-reproducible on CPU otherwise, with AutoGraph on or off).
-
-Distribution: `strategy` (see `tfcore.distribute`): the step runs per replica via
-`strategy.run` on its slice of the global batch, and its logs are averaged over
-replicas. Build model and optimizer in `tfcore.training.distribute.scope(strategy)`, scale
-the loss with `tfcore.training.distribute.average_loss` and sum gradients with
-`tfcore.training.distribute.all_reduce_gradients` (identities on one device). XLA is not used
-with more than one replica.
+Distribution: `strategy` (see `tfcore.training.distribute`): the step runs per
+replica via `strategy.run` on its slice of the global batch, and its logs are
+averaged over replicas. Build model and optimizer in `distribute.scope(strategy)`,
+scale the loss with `distribute.average_loss` and sum gradients with
+`distribute.all_reduce_gradients` (identities on one device). XLA is not used with
+more than one replica.
 
 Complete example (an MLP classifier on flat inputs x_train [N, D] float32 and labels
 y_train [N] int32; tests/test_loop.py runs it):
@@ -137,22 +136,30 @@ y_train [N] int32; tests/test_loop.py runs it):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-import math
 import os
+import signal
+import threading
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
 
+from tfcore import checks
 from tfcore.training import callbacks as cbs
 from tfcore.training import checkpointing, distribute, metrics_io
 from tfcore.training.compile import compile_step, resolve_jit
+from tfcore.training.history import (Accumulator, History, first_non_finite,
+                                     to_float)
 
 log = logging.getLogger("tfcore.loop")
 
 _STEP_STREAM = -1  # seeds [seed, k >= 0] are the data order's (tfcore.data)
-_RESERVED_KEYS = ("epoch", "step")  # set by the loop in every History record
+STATE_VERSION = 1
+
+__all__ = ["Interrupted", "Loop", "NonFiniteError", "History", "ZipData", "fit",
+           "make_eval_fn", "read_run_state", "step_seed", "total_steps"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -175,6 +182,23 @@ class NonFiniteError(FloatingPointError):
                          f"stopped{kept}")
 
 
+class Interrupted(Exception):
+    """SIGINT / SIGTERM stopped `fit` after a step; the run was saved at that step.
+
+    Attributes:
+      signum: the signal's number (exit code convention: 128 + signum).
+      step: the global step saved.
+      checkpoint: the checkpoint prefix saved (None without a workdir).
+    """
+
+    def __init__(self, signum: int, step: int, checkpoint: Optional[str]):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        name = signal.Signals(signum).name
+        saved = (f"checkpoint saved: {checkpoint}; continue with --resume" if checkpoint
+                 else "nothing saved (no workdir)")
+        super().__init__(f"interrupted by {name} at step {step}; {saved}")
+
+
 def step_seed(seed, step) -> tf.Tensor:
     """The stateless seed (int64 [2]) of global step `step` under base `seed`.
 
@@ -193,100 +217,16 @@ def total_steps(epochs: Optional[int], steps: Optional[int], steps_per_epoch: in
     return min(x for x in (epochs and epochs * steps_per_epoch, steps) if x)
 
 
-def _check_pos_int(value, what: str, allow_none: bool = False):
-    if value is None and allow_none:
+def read_run_state(path: str) -> Optional[Dict[str, Any]]:
+    """The run state (a dict) stored in checkpoint prefix `path`, or None when the
+    checkpoint has none (it was written by `tfcore.training.checkpointing` alone)."""
+    reader = tf.train.load_checkpoint(path)
+    key = checkpointing.RUN_STATE_KEY
+    if not reader.has_tensor(key):
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-class History:
-    """Per-epoch metrics: `epochs` (a list of dicts with 'epoch', 'step' and the
-    metrics), `history` (name -> list over epochs, None where missing, like Keras's
-    `History.history`), `final` (the last epoch's dict) and `status`."""
-
-    def __init__(self):
-        self.epochs: List[Dict[str, Any]] = []
-        self.final_extra: Dict[str, Any] = {}
-        self.status = "running"
-        self.error: Optional[str] = None
-
-    def append(self, epoch: int, step: int, logs: Mapping[str, Any]) -> None:
-        """Records epoch `epoch`'s logs (replacing an earlier record of that epoch);
-        'epoch' and 'step' are the loop's, whatever `logs` holds under those names."""
-        entry = {k: _to_float(v) for k, v in logs.items() if k not in _RESERVED_KEYS}
-        entry = {"epoch": int(epoch), "step": int(step), **entry}
-        self.epochs = [e for e in self.epochs if e["epoch"] != epoch] + [entry]
-
-    def update_final(self, logs: Mapping[str, Any]) -> None:
-        """Adds `logs` (e.g. what callbacks added in `on_train_end`) to the `final`
-        record only; the per-epoch records are unchanged. 'epoch' and 'step' are
-        ignored."""
-        self.final_extra.update({k: _to_float(v) for k, v in logs.items()
-                                 if k not in _RESERVED_KEYS})
-
-    @property
-    def epoch(self) -> List[int]:
-        return [e["epoch"] for e in self.epochs]
-
-    @property
-    def history(self) -> Dict[str, List[Optional[float]]]:
-        names: List[str] = []
-        for e in self.epochs:
-            names += [k for k in e if k not in ("epoch", "step") and k not in names]
-        return {k: [e.get(k) for e in self.epochs] for k in names}
-
-    @property
-    def final(self) -> Dict[str, Any]:
-        """The last epoch's record, updated with `final_extra` (see `update_final`)."""
-        return {**self.epochs[-1], **self.final_extra} if self.epochs else {}
-
-    def to_json(self) -> dict:
-        out = {"status": self.status, "step": self.final.get("step", 0),
-               "final": self.final, "history": self.history, "epochs": self.epochs}
-        if self.error:
-            out["error"] = self.error
-        return out
-
-    @classmethod
-    def from_json(cls, metrics: Optional[dict], before_epoch: int) -> "History":
-        h = cls()
-        for e in (metrics or {}).get("epochs", []):
-            if e.get("epoch", before_epoch) < before_epoch:
-                h.epochs.append(dict(e))
-        return h
-
-
-def _to_float(v) -> Any:
-    if hasattr(v, "numpy"):
-        v = v.numpy()
-    if isinstance(v, (np.ndarray, np.generic)) and np.size(v) == 1:
-        v = v.reshape(()).item()
-    return v
-
-
-class _Accumulator:
-    """Running sums of the step logs (float64) over an epoch."""
-
-    def __init__(self):
-        self.sums: Dict[str, float] = {}
-        self.count = 0
-
-    def add(self, sums: Mapping[str, float], count: int) -> None:
-        for k, v in sums.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
-        self.count += count
-
-    def means(self) -> Dict[str, float]:
-        return {k: v / self.count for k, v in self.sums.items()} if self.count else {}
-
-
-def _first_non_finite(logs: Mapping[str, Any]):
-    for k, v in logs.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            return k, v
-    return None
+    text = reader.get_tensor(key)
+    text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    return json.loads(text) if text else None
 
 
 class Loop:
@@ -309,16 +249,19 @@ class Loop:
       max_to_keep: periodic checkpoints kept.
       check_numerics: stop with `NonFiniteError` on a NaN/Inf in the step's logs.
       autograph: convert the step's Python control flow on tensors with AutoGraph
-        (default True, `tf.function`'s default). False skips the conversion, for
-        steps with no `if`/`while`/`for` on tensors: much faster tracing (module
-        docstring); a step that needs it then fails at its first trace with a
-        ValueError saying so.
+        (default True, `tf.function`'s default); False traces faster (module
+        docstring).
+      handle_signals: during `fit`, turn SIGINT / SIGTERM into a save and
+        `Interrupted` (main thread only; default True).
 
     Attributes:
       step: int64 variable, global steps done. seed: int64 variable. rng: a
       `tf.random.Generator`. checkpoint / checkpointer: the training checkpoint and its
       manager under `workdir/checkpoints`. history: the `History`. stop_training:
       set True (e.g. by a callback) to stop after the current step / epoch end.
+      state_extra: a dict of JSON values saved in every checkpoint's run state.
+      restored_state: the run state restored by `fit(resume=True)` (None otherwise).
+      metrics_base: top-level keys merged into every metrics.json write.
       train_function: the compiled per-step function (for tests: tracing count).
     """
 
@@ -329,87 +272,117 @@ class Loop:
                  strategy: Optional[tf.distribute.Strategy] = None,
                  steps_per_call: Union[int, str] = 1, progress: bool = True,
                  log_every: int = 100, max_to_keep: Optional[int] = 3,
-                 check_numerics: bool = True, autograph: bool = True):
+                 check_numerics: bool = True, autograph: bool = True,
+                 handle_signals: bool = True):
         if not callable(step_fn):
-            raise ValueError(f"step_fn must be callable, got {step_fn!r}")
+            raise checks.ArgumentError(f"step_fn must be callable, got {step_fn!r}")
         if eval_fn is not None and not callable(eval_fn):
-            raise ValueError(f"eval_fn must be callable or None, got {eval_fn!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        if not (steps_per_call == "epoch" or (not isinstance(steps_per_call, bool) and
-                                               isinstance(steps_per_call, int)
-                                               and steps_per_call > 0)):
-            raise ValueError(f"steps_per_call must be a positive integer or 'epoch', "
-                             f"got {steps_per_call!r}")
-        _check_pos_int(log_every, "log_every")
-        if not isinstance(autograph, bool):
-            raise ValueError(f"autograph must be a bool, got {autograph!r}")
-        self.autograph = autograph
+            raise checks.ArgumentError(f"eval_fn must be callable or None, got {eval_fn!r}")
+        seed = checks.check_int(seed, "seed")
+        if steps_per_call != "epoch":
+            checks.check_int(steps_per_call, "steps_per_call (or 'epoch')", low=1)
+        checks.check_int(log_every, "log_every", low=1)
+        self.autograph = checks.check_bool(autograph, "autograph")
+        self.handle_signals = checks.check_bool(handle_signals, "handle_signals")
         self.step_fn = step_fn
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.data = self._make_data(data, batch_size, int(seed))
-        self.steps_per_epoch = _check_pos_int(int(self.data.steps_per_epoch),
-                                              "data.steps_per_epoch")
+        self.data = self._make_data(data, batch_size, seed)
+        self.steps_per_epoch = checks.check_int(int(self.data.steps_per_epoch),
+                                                "data.steps_per_epoch", low=1)
         self.eval_fn = eval_fn
         self.workdir = workdir
         self.steps_per_call = steps_per_call
         self.check_numerics = bool(check_numerics)
         self.objects = dict(objects)
-        replicas = distribute.num_replicas(self.strategy)
         self.jit = resolve_jit(jit)
+        replicas = distribute.num_replicas(self.strategy)
         if self.jit and replicas > 1:
             log.warning("jit: XLA is not used with %d replicas; running in graph mode",
                         replicas)
             self.jit = False
+        self._make_variables(seed)
+        self.checkpoint = checkpointing.make_checkpoint(
+            self.objects, step=self.step, seed=self.seed, rng=self.rng,
+            run_state=self.state)
+        self.is_chief = distribute.is_chief(self.strategy)
+        self.checkpointer = None
+        if workdir:
+            self.checkpointer = self.make_checkpointer(
+                os.path.join(workdir, "checkpoints"), max_to_keep=max_to_keep)
+        self.callbacks = self._with_defaults(callbacks, progress, log_every)
+        self.history = History()
+        self.stop_training = False
+        self.state_extra: Dict[str, Any] = {}
+        self.restored_state: Optional[Dict[str, Any]] = None
+        self.metrics_base: Dict[str, Any] = {}
+        self.total_steps = 0
+        self.epochs = 0
+        self.train_function = None
+        self.multi_step_function = None
+        self._concrete: Dict[str, Any] = {}  # see _call_compiled
+        self._acc, self._acc_epoch = Accumulator(), None
+        self._callback_states: Dict[str, Any] = {}
+        self._saved = (None, None)  # (step, path) of the newest periodic checkpoint
+        self._interrupt: Optional[int] = None
+
+    def _make_variables(self, seed: int) -> None:
         with tf.init_scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-            self.seed = tf.Variable(int(seed), dtype=tf.int64, trainable=False, name="seed")
-            self.rng = tf.random.Generator.from_seed(int(seed), alg="philox")
+            self.seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="seed")
+            self.rng = tf.random.Generator.from_seed(seed, alg="philox")
+            self.state = tf.Variable("", dtype=tf.string, trainable=False,
+                                     name="run_state")
+            # Epoch numbering: epoch(step) = epoch_base + (step - step_base) // spe.
+            self._epoch_base = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self._step_base = tf.Variable(0, dtype=tf.int64, trainable=False)
             self._perm = None
             if all(hasattr(self.data, a) for a in ("permutation", "gather", "num_examples")):
                 n = int(self.data.num_examples)
                 self._perm = tf.Variable(tf.zeros([n], tf.int32), trainable=False,
                                          name="epoch_permutation")
         self._perm_epoch = None
-        self.checkpoint = checkpointing.make_checkpoint(self.objects, step=self.step,
-                                                        seed=self.seed, rng=self.rng)
-        self.is_chief = distribute.is_chief(self.strategy)
-        self.checkpointer = None
-        if workdir:
-            ckpt_dir = distribute.worker_dir(os.path.join(workdir, "checkpoints"),
-                                             self.strategy)
-            self.checkpointer = checkpointing.Checkpointer(ckpt_dir, self.checkpoint,
-                                                           max_to_keep=max_to_keep)
+
+    def _with_defaults(self, callbacks, progress: bool, log_every: int) -> list:
         callbacks = list(callbacks)
         for cb in callbacks:
             if not isinstance(cb, cbs.Callback):
-                raise ValueError(f"callbacks must be tfcore.training.callbacks.Callback instances, "
-                                 f"got {cb!r}")
-        if workdir and not any(isinstance(c, cbs.ModelCheckpoint) and not c.save_best_only
-                               for c in callbacks):
+                raise checks.ArgumentError(f"callbacks must be tfcore.training.callbacks."
+                                           f"Callback instances, got {cb!r}")
+        if self.workdir and not any(isinstance(c, cbs.ModelCheckpoint)
+                                    and not c.save_best_only for c in callbacks):
             callbacks.append(cbs.ModelCheckpoint())
         if progress and not any(isinstance(c, cbs.ProgressLogger) for c in callbacks):
             callbacks.append(cbs.ProgressLogger(log_every=log_every))
-        self.callbacks = callbacks
-        self.history = History()
-        self.stop_training = False
-        self.total_steps = 0
-        self.epochs = 0
-        self.train_function = None
-        self._concrete: Dict[str, Any] = {}  # see _call_compiled
-        self.multi_step_function = None
-        self._metric_names: Optional[List[str]] = None
+        return callbacks
+
+    def make_checkpointer(self, directory: str, max_to_keep: Optional[int] = 3
+                          ) -> checkpointing.Checkpointer:
+        """A `Checkpointer` of this loop's checkpoint in `directory` (per worker) that
+        stores the run state before every save."""
+        return checkpointing.Checkpointer(
+            distribute.worker_dir(directory, self.strategy), self.checkpoint,
+            max_to_keep=max_to_keep, before_save=self._store_state)
 
     # -- data ----------------------------------------------------------------------
     def _make_data(self, data, batch_size, seed):
         if hasattr(data, "batch") and hasattr(data, "steps_per_epoch"):
             if batch_size is not None:
-                raise ValueError(f"batch_size is given by the data source; got "
-                                 f"batch_size={batch_size!r} too")
+                raise checks.ArgumentError(f"batch_size is given by the data source; got "
+                                           f"batch_size={batch_size!r} too")
             return data
         from tfcore.data import DeviceDataset  # pylint: disable=import-outside-toplevel
-        _check_pos_int(batch_size, "batch_size")
+        checks.check_int(batch_size, "batch_size", low=1)
         return DeviceDataset(data, batch_size, seed=seed, shuffle=True)
+
+    def epoch_of(self, step: int) -> int:
+        """The 0-based epoch that global step `step` (steps done) falls in."""
+        base, first = int(self._epoch_base.numpy()), int(self._step_base.numpy())
+        return base + (step - first) // self.steps_per_epoch
+
+    def epoch_start(self, epoch: int) -> int:
+        """The global step at which epoch `epoch` starts."""
+        base, first = int(self._epoch_base.numpy()), int(self._step_base.numpy())
+        return first + (epoch - base) * self.steps_per_epoch
 
     def _set_epoch(self, epoch: int) -> None:
         """Computes the epoch's permutation once (eagerly) for the compiled steps."""
@@ -419,9 +392,10 @@ class Loop:
 
     def _batch(self, step):
         spe = self.steps_per_epoch
+        offset = step - self._step_base
         if self._perm is not None:
-            return self.data.gather(self._perm, step % spe)
-        return self.data.batch(step // spe, step % spe)
+            return self.data.gather(self._perm, offset % spe)
+        return self.data.batch(self._epoch_base + offset // spe, offset % spe)
 
     # -- compiled functions ----------------------------------------------------------
     def _one_step(self):
@@ -517,8 +491,8 @@ class Loop:
         if n == 1 and self.steps_per_call == 1:
             with self._autograph_hint():
                 out = self._call_compiled("train_function")
-            logs = {k: _to_float(v) for k, v in out.items()}
-            bad = _first_non_finite(logs) if self.check_numerics else None
+            logs = {k: to_float(v) for k, v in out.items()}
+            bad = first_non_finite(logs) if self.check_numerics else None
             if bad:
                 self._non_finite(start + 1, epoch, *bad)
             self._acc.add(logs, 1)
@@ -528,8 +502,8 @@ class Loop:
                                                      tf.constant(n, tf.int32))
         i = int(i)
         if not bool(ok):
-            last = {k: _to_float(v) for k, v in last.items()}
-            bad = _first_non_finite(last) or ("?", float("nan"))
+            last = {k: to_float(v) for k, v in last.items()}
+            bad = first_non_finite(last) or ("?", float("nan"))
             self._non_finite(start + i, epoch, *bad)
         sums = {k: float(v) for k, v in sums.items()}
         self._acc.add(sums, i)
@@ -545,6 +519,8 @@ class Loop:
             return left
         return min(int(self.steps_per_call), left)
 
+
+    # -- fit ------------------------------------------------------------------------
     def fit(self, epochs: Optional[int] = None, steps: Optional[int] = None,
             resume: bool = False) -> History:
         """Trains until `epochs` epochs or `steps` global steps (whichever is first).
@@ -558,88 +534,216 @@ class Loop:
           The `History` (also `self.history`).
 
         Raises:
-          ValueError: neither `epochs` nor `steps`, a non-positive one, resume without a
-            workdir, checkpoints in `workdir` without `resume`, or a seed that differs
-            from the resumed checkpoint's.
+          ArgumentError (a ValueError): neither `epochs` nor `steps`, a non-positive
+            one, resume without a workdir, checkpoints in `workdir` without `resume`,
+            or a seed that differs from the resumed checkpoint's.
           NonFiniteError: a step returned NaN/Inf.
+          Interrupted: SIGINT / SIGTERM (the run was saved first).
         """
-        epochs = _check_pos_int(epochs, "epochs", allow_none=True)
-        steps = _check_pos_int(steps, "steps", allow_none=True)
+        epochs = checks.check_int(epochs, "epochs", low=1, allow_none=True)
+        steps = checks.check_int(steps, "steps", low=1, allow_none=True)
         if epochs is None and steps is None:
-            raise ValueError("give epochs or steps (a positive integer), got neither")
-        spe = self.steps_per_epoch
-        total = total_steps(epochs, steps, spe)
-        self.total_steps = total
-        self.epochs = -(-total // spe)
-        given_seed = int(self.seed.numpy())
+            raise checks.ArgumentError("give epochs or steps (a positive integer), got "
+                                       "neither")
         if resume and self.checkpointer is None:
-            raise ValueError("resume=True needs a workdir")
-        if self.checkpointer is not None:
-            if resume:
-                path = self.checkpointer.restore_latest()
-                if path:
-                    log.info("resumed from %s (step %d)", path, int(self.step.numpy()))
-                    if int(self.seed.numpy()) != given_seed:
-                        raise ValueError(f"seed {given_seed} differs from the seed "
-                                         f"{int(self.seed.numpy())} of the checkpoint "
-                                         f"{path}; resume with the same --seed")
-            elif int(self.step.numpy()) == 0 and self.checkpointer.latest:
-                raise ValueError(f"workdir {self.workdir!r} already holds checkpoints "
-                                 f"({self.checkpointer.latest}); pass resume=True "
-                                 "(--resume) to continue, or use a new workdir")
-        start = int(self.step.numpy())
-        if self.workdir and resume:
-            self.history = History.from_json(metrics_io.read_metrics(self.workdir),
-                                             before_epoch=start // spe)
+            raise checks.ArgumentError("resume=True needs a workdir")
+        self._restore(resume)
+        total = min(x for x in (epochs and self.epoch_start(epochs), steps) if x)
+        self.total_steps = total
+        self.epochs = self.epoch_of(max(total - 1, 0)) + 1
         self._build_functions()
         self.stop_training = False
-        cbs = _CallbackList(self.callbacks, self)
-        logs: Dict[str, Any] = {}
+        self._interrupt = None
+        callbacks = _CallbackList(self.callbacks, self)
         try:
-            cbs.call("on_train_begin", {})
-            step = start
-            while step < total and not self.stop_training:
-                epoch = step // spe
-                epoch_end = min((epoch + 1) * spe, total)
-                self._set_epoch(epoch)
-                self._acc = _Accumulator()
-                cbs.call("on_epoch_begin", epoch, {})
-                while step < epoch_end and not self.stop_training:
-                    n = self._chunk(step, epoch_end)
-                    cbs.call("on_batch_begin", step, {})
-                    batch_logs = self._run_steps(n, epoch, step)
-                    step += n
-                    cbs.call("on_batch_end", step, batch_logs)
-                logs = self._acc.means()
-                if self.eval_fn is not None:
-                    val = self.eval_fn()
-                    if not isinstance(val, Mapping):
-                        raise ValueError(f"eval_fn must return a dict of scalars, "
-                                         f"got {type(val).__name__}")
-                    logs.update({"val_" + k: _to_float(v) for k, v in val.items()})
-                cbs.call("on_epoch_end", epoch, logs)
-                self.history.append(epoch, step, logs)
-                self._write_metrics()
-            end_logs = dict(logs)
-            cbs.call("on_train_end", end_logs)
-            self.history.update_final({k: v for k, v in end_logs.items()
-                                       if k not in logs or v is not logs[k]})
-            self.history.status = "stopped_early" if self.stop_training else "done"
-            self._write_metrics()
+            with self._signals():
+                self._train(callbacks, total)
+        except Interrupted as e:
+            self._end_attempt("interrupted", str(e))
+            raise
         except BaseException as e:  # NonFiniteError, KeyboardInterrupt, ...
-            self.history.status = "failed"
-            self.history.error = f"{type(e).__name__}: {e}"
-            self._write_metrics()
+            self._end_attempt("failed", f"{type(e).__name__}: {e}")
             raise
         finally:
-            cbs.close()
+            callbacks.close()
         return self.history
+
+    def _train(self, callbacks: "_CallbackList", total: int) -> None:
+        step = int(self.step.numpy())
+        callbacks.call("on_train_begin", {})
+        for key, cb in callbacks.keyed():
+            if key in self._callback_states:
+                cb.set_state(self._callback_states[key])
+        logs: Dict[str, Any] = {}
+        while step < total and not self.stop_training:
+            self._check_interrupt(step)
+            epoch = self.epoch_of(step)
+            step, logs = self._run_epoch(callbacks, epoch, step,
+                                         min(self.epoch_start(epoch + 1), total))
+        end_logs = dict(logs)
+        callbacks.call("on_train_end", end_logs)
+        self.history.update_final({k: v for k, v in end_logs.items()
+                                   if k not in logs or v is not logs[k]})
+        self.history.status = "stopped_early" if self.stop_training else "done"
+        self._write_metrics()
+
+    def _run_epoch(self, callbacks: "_CallbackList", epoch: int, step: int,
+                   epoch_end: int):
+        """Runs epoch `epoch` from `step` to `epoch_end`; returns (step, its logs)."""
+        self._set_epoch(epoch)
+        if self._acc_epoch != epoch:  # a resumed epoch keeps its restored sums
+            self._acc, self._acc_epoch = Accumulator(), epoch
+        callbacks.call("on_epoch_begin", epoch, {})
+        while step < epoch_end and not self.stop_training:
+            self._check_interrupt(step)
+            n = self._chunk(step, epoch_end)
+            callbacks.call("on_batch_begin", step, {})
+            batch_logs = self._run_steps(n, epoch, step)
+            step += n
+            callbacks.call("on_batch_end", step, batch_logs)
+        logs = self._acc.means()
+        if self.eval_fn is not None:
+            val = self.eval_fn()
+            if not isinstance(val, Mapping):
+                raise checks.ArgumentError(f"eval_fn must return a dict of scalars, "
+                                           f"got {type(val).__name__}")
+            logs.update({"val_" + k: to_float(v) for k, v in val.items()})
+        # The record is complete (every callback added its keys) before any
+        # checkpoint callback saves it.
+        callbacks.call("on_epoch_end", epoch, logs, checkpoints=False)
+        self.history.append(epoch, step, logs)
+        self._acc, self._acc_epoch = Accumulator(), None
+        callbacks.call("on_epoch_end", epoch, logs, checkpoints=True)
+        self._write_metrics()
+        return step, logs
+
+    def _end_attempt(self, status: str, message: str) -> None:
+        self.history.status = status
+        self.history.error = message
+        self._write_metrics()
 
     def _write_metrics(self) -> None:
         if self.workdir and self.is_chief:
-            metrics_io.write_metrics(self.workdir, self.history.to_json())
+            metrics_io.write_metrics(self.workdir,
+                                     {**self.metrics_base, **self.history.to_json()})
+
+    # -- checkpoints and the run state ---------------------------------------------
+    def save_checkpoint(self) -> Optional[str]:
+        """Saves `ckpt-<step>` in `workdir/checkpoints` (once per step: a second call
+        at the same step returns the first's path). None without a workdir."""
+        if self.checkpointer is None:
+            return None
+        step = int(self.step.numpy())
+        if self._saved[0] != step:
+            self._saved = (step, self.checkpointer.save(step))
+        return self._saved[1]
+
+    def _store_state(self) -> None:
+        """Writes the run state (JSON) into the checkpoint's `run_state` variable."""
+        partial = None
+        if self._acc_epoch is not None and self._acc.count:
+            partial = {"epoch": self._acc_epoch, **self._acc.to_json()}
+        state = {"version": STATE_VERSION, "steps_per_epoch": self.steps_per_epoch,
+                 "epoch_base": int(self._epoch_base.numpy()),
+                 "step_base": int(self._step_base.numpy()),
+                 "epochs": self.history.epochs, "partial": partial,
+                 "callbacks": {k: cb.get_state()
+                               for k, cb in _CallbackList.keyed_of(self.callbacks)},
+                 **self.state_extra}
+        self.state.assign(json.dumps(metrics_io.to_jsonable(state), allow_nan=False))
+
+    def _restore(self, resume: bool) -> None:
+        if self.checkpointer is None or int(self.step.numpy()) != 0:
+            return  # nothing to restore, or a second fit() on this loop
+        if not resume:
+            if self.checkpointer.latest:
+                raise checks.ArgumentError(
+                    f"workdir {self.workdir!r} already holds checkpoints "
+                    f"({self.checkpointer.latest}); pass resume=True (--resume) to "
+                    "continue, or use a new workdir")
+            return
+        given_seed = int(self.seed.numpy())
+        path = self.checkpointer.restore_latest()
+        if not path:
+            return
+        log.info("resumed from %s (step %d)", path, int(self.step.numpy()))
+        self._saved = (int(self.step.numpy()), path)
+        if int(self.seed.numpy()) != given_seed:
+            raise checks.ArgumentError(
+                f"seed {given_seed} differs from the seed {int(self.seed.numpy())} of "
+                f"the checkpoint {path}; resume with the same --seed")
+        text = self.state.numpy().decode("utf-8")
+        if text:
+            self._load_state(json.loads(text))
+
+    def _load_state(self, state: Dict[str, Any]) -> None:
+        self.restored_state = state
+        self.history = History(state.get("epochs"))
+        self._epoch_base.assign(int(state.get("epoch_base", 0)))
+        self._step_base.assign(int(state.get("step_base", 0)))
+        partial = state.get("partial")
+        if partial:
+            self._acc = Accumulator(partial["sums"], partial["count"])
+            self._acc_epoch = int(partial["epoch"])
+        self._callback_states = dict(state.get("callbacks") or {})
+        old_spe = int(state.get("steps_per_epoch", self.steps_per_epoch))
+        if old_spe != self.steps_per_epoch:
+            self._rebase(old_spe)
+
+    def _rebase(self, old_spe: int) -> None:
+        """The data's steps per epoch changed (another batch size): the epoch in
+        progress ends at the restored step, the next one starts there."""
+        step = int(self.step.numpy())
+        done = step - int(self._step_base.numpy())
+        epoch = int(self._epoch_base.numpy()) + done // old_spe
+        if done % old_spe:
+            self.history.append(epoch, step, self._acc.means())
+            epoch += 1
+        self._epoch_base.assign(epoch)
+        self._step_base.assign(step)
+        self._acc, self._acc_epoch = Accumulator(), None
+        log.warning("steps per epoch changed from %d to %d: epoch %d starts at step %d",
+                    old_spe, self.steps_per_epoch, epoch, step)
+
+    # -- interrupts -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _signals(self):
+        """SIGINT / SIGTERM -> stop after the current step (see `_check_interrupt`)."""
+        if not self.handle_signals or threading.current_thread() is not \
+                threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):  # pylint: disable=unused-argument
+            if self._interrupt is not None:
+                raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
+            self._interrupt = signum
+            log.warning("%s: stopping after the current step and saving (send it again "
+                        "to stop at once)", signal.Signals(signum).name)
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _check_interrupt(self, step: int) -> None:
+        """After a signal: save the run at `step` and raise `Interrupted`."""
+        if self._interrupt is None:
+            return
+        path = self.save_checkpoint()
+        raise Interrupted(self._interrupt, step, path)
 
     # -- helpers for callbacks ---------------------------------------------------------
+    def step_graph(self) -> Optional[tf.Graph]:
+        """The graph of the compiled train function that ran (the multi-step one in
+        multi-step mode; the traced graph also when XLA compiles it), or None before
+        its first call or when functions run eagerly."""
+        name = "train_function" if self.steps_per_call == 1 else "multi_step_function"
+        concrete = self._concrete.get(name)
+        return concrete.graph if concrete is not None else None
+
     def optimizers(self) -> List[Any]:
         """The objects that hold a `learning_rate` tf.Variable."""
         return [o for o in self.objects.values()
@@ -653,10 +757,12 @@ class Loop:
         return checkpointing.variables_by_path(models)
 
 
+
+
 def _compile(fn: Callable, jit: Union[str, bool], autograph: bool,
              input_signature=None):
-    """`tfcore.training.compile.compile_step`, or with `autograph=False` the same `tf.function`
-    without AutoGraph's conversion."""
+    """`tfcore.training.compile.compile_step`, or with `autograph=False` the same
+    `tf.function` without AutoGraph's conversion."""
     if autograph:
         return compile_step(fn, jit, input_signature=input_signature)
     return tf.function(fn, input_signature=input_signature,
@@ -664,6 +770,8 @@ def _compile(fn: Callable, jit: Union[str, bool], autograph: bool,
 
 
 def _check_logs(logs) -> None:
+    # A plain ValueError (a programming error, raised while tracing: AutoGraph
+    # re-raises only built-in exception types as they are).
     if not isinstance(logs, Mapping) or not logs:
         raise ValueError(f"step_fn must return a non-empty dict of named scalar tensors, "
                          f"got {logs!r}")
@@ -674,14 +782,33 @@ def _check_logs(logs) -> None:
 
 
 class _CallbackList:
+    """The loop's callbacks, called in order; `checkpoints=False/True` calls only
+    those that are not / are `ModelCheckpoint`s (the loop saves after the record)."""
+
     def __init__(self, callbacks, loop):
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             cb.set_loop(loop)
 
-    def call(self, hook: str, *args) -> None:
+    def call(self, hook: str, *args, checkpoints: Optional[bool] = None) -> None:
         for cb in self.callbacks:
-            getattr(cb, hook)(*args)
+            if checkpoints is None or isinstance(cb, cbs.ModelCheckpoint) == checkpoints:
+                getattr(cb, hook)(*args)
+
+    @staticmethod
+    def keyed_of(callbacks) -> List[tuple]:
+        """('<ClassName>/<n>', callback) for the callbacks that keep a state."""
+        out, counts = [], {}
+        for cb in callbacks:
+            name = type(cb).__name__
+            key = f"{name}/{counts.get(name, 0)}"
+            counts[name] = counts.get(name, 0) + 1
+            if cb.get_state() is not None:
+                out.append((key, cb))
+        return out
+
+    def keyed(self) -> List[tuple]:
+        return self.keyed_of(self.callbacks)
 
     def close(self) -> None:
         for cb in self.callbacks:
@@ -704,7 +831,6 @@ def fit(step_fn: Callable, data: Any, *, objects: Mapping[str, Any],
     history.loop = loop
     return history
 
-
 class ZipData:
     """Several data sources stepped together, e.g. labeled + unlabeled batches (VAT).
 
@@ -724,10 +850,10 @@ class ZipData:
 
     def __init__(self, *sources):
         if not sources:
-            raise ValueError("ZipData needs at least one source, got none")
+            raise checks.ArgumentError("ZipData needs at least one source, got none")
         for i, src in enumerate(sources):
             if not (hasattr(src, "batch") and hasattr(src, "steps_per_epoch")):
-                raise ValueError(f"source {i} must have batch(epoch, step) and "
+                raise checks.ArgumentError(f"source {i} must have batch(epoch, step) and "
                                  f"steps_per_epoch, got {type(src).__name__}")
         self.sources = tuple(sources)
         self.steps_per_epoch = int(sources[0].steps_per_epoch)
@@ -783,13 +909,12 @@ def make_eval_fn(metric_fn: Callable, data: Any, batch_size: int,
     Returns:
       `eval_fn() -> {name: float}`: the means over the N examples.
     """
-    _check_pos_int(batch_size, "batch_size")
-    if not isinstance(autograph, bool):
-        raise ValueError(f"autograph must be a bool, got {autograph!r}")
+    checks.check_int(batch_size, "batch_size", low=1)
+    checks.check_bool(autograph, "autograph")
     flat = [tf.convert_to_tensor(a) for a in tf.nest.flatten(data)]
     n = int(flat[0].shape[0])
     if any(int(t.shape[0]) != n for t in flat):
-        raise ValueError(f"all arrays in data must have the same first dimension, got "
+        raise checks.ArgumentError(f"all arrays in data must have the same first dimension, got "
                          f"{[t.shape[0] for t in flat]}")
     num_batches = -(-n // batch_size)
 
@@ -800,12 +925,12 @@ def make_eval_fn(metric_fn: Callable, data: Any, batch_size: int,
         batch = tf.nest.pack_sequence_as(data, [tf.gather(t, idx) for t in flat])
         out = metric_fn(batch)
         if not isinstance(out, Mapping):
-            raise ValueError(f"metric_fn must return a dict of per-example tensors, got "
+            raise checks.ArgumentError(f"metric_fn must return a dict of per-example tensors, got "
                              f"{type(out).__name__}")
         sums = {}
         for k, v in out.items():
             if v.shape.rank != 1 or v.shape[0] != batch_size:
-                raise ValueError(f"metric_fn must return per-example values of shape "
+                raise checks.ArgumentError(f"metric_fn must return per-example values of shape "
                                  f"[{batch_size}]; {k!r} has shape {v.shape}")
             sums[k] = tf.reduce_sum(tf.cast(v, tf.float64) * mask)
         return sums

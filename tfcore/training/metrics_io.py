@@ -26,16 +26,27 @@ from typing import Any, Optional
 
 import numpy as np
 
+from tfcore.checks import ArgumentError
+
 METRICS_FILE = "metrics.json"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes `data` to `path` atomically (temp file in the same dir + os.replace)."""
+    """Writes `data` to `path` atomically (temp file in the same dir + os.replace),
+    with the permissions an ordinary `open` would give it (0666 less the umask; the
+    temporary file would be 0600)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -87,10 +98,18 @@ def write_metrics(workdir: str, metrics: dict) -> str:
     return path
 
 
-def read_metrics(workdir: str) -> Optional[dict]:
-    """Reads `workdir/metrics.json`, or None when there is none."""
-    path = os.path.join(workdir, METRICS_FILE)
+def read_json(path: str) -> Optional[Any]:
+    """The JSON value in `path`, or None when there is no such file. A file that is
+    not JSON raises `tfcore.checks.ArgumentError` naming it."""
     if not os.path.exists(path):
         return None
-    with open(path, "r", encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArgumentError(f"{path} is not a JSON file: {e}") from e
+
+
+def read_metrics(workdir: str) -> Optional[dict]:
+    """Reads `workdir/metrics.json`, or None when there is none."""
+    return read_json(os.path.join(workdir, METRICS_FILE))

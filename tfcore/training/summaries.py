@@ -75,6 +75,13 @@ class Writers:
             for name, value in images.items():
                 image(name, value, int(step), max_outputs=max_outputs)
 
+    def graph(self, which: str, graph, step: int) -> None:
+        """Writes `graph` (a `tf.Graph`, e.g. a traced train step's) for TensorBoard's
+        Graphs tab."""
+        del step  # a graph has no step in TensorBoard
+        with self.writer(which).as_default():
+            tf.summary.graph(graph)
+
     def flush(self) -> None:
         for w in self._writers.values():
             w.flush()
@@ -229,16 +236,16 @@ def read_events(logdir: str) -> List[Tuple[str, int, object]]:
     """(tag, step, value) per summary value in `logdir`'s event files.
 
     value: a float for scalars, the tensor as a NumPy array for other tensor
-    summaries (histograms, images), and for a graph trace
-    ('<name>', step, 'run_metadata') (the tag of `tagged_run_metadata`) or
-    ('__graph__', step, 'graph_def').
+    summaries (histograms, images), and for a graph ('__graph__', step, the
+    `tf.compat.v1.GraphDef`) or a graph trace ('<name>', step, 'run_metadata').
     """
     out = []
     for event in iter_events(logdir):
         if event.HasField("tagged_run_metadata"):
             out.append((event.tagged_run_metadata.tag, event.step, "run_metadata"))
         if event.HasField("graph_def"):
-            out.append(("__graph__", event.step, "graph_def"))
+            out.append(("__graph__", event.step,
+                        tf.compat.v1.GraphDef.FromString(event.graph_def)))
         for v in event.summary.value:
             if v.HasField("tensor"):
                 arr = tf.make_ndarray(v.tensor)
