@@ -425,3 +425,22 @@ def test_epoch_timer_times_training_only_and_skips_the_first_epoch():
     assert part.steady_steps_per_second() == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="clock must be callable"):
         callbacks.EpochTimer(clock=3.0)
+
+
+@pytest.mark.parametrize("jit,steps_per_call", [("on", 1), ("off", 5)])
+def test_tensorboard_writes_the_train_steps_graph_also_under_xla(tmp_path, jit,
+                                                                   steps_per_call):
+    """The Graphs tab gets the compiled train step (not an eager fragment), in XLA and
+    in multi-step mode too."""
+    x, y, model, opt, step = _setup()
+    loop.fit(step, (x, y), batch_size=8, objects={"model": model, "optimizer": opt},
+             epochs=1, workdir=str(tmp_path), progress=False, jit=jit,
+             steps_per_call=steps_per_call,
+             callbacks=[callbacks.TensorBoard(log_every=1, histograms=False)])
+    graphs = [v for t, _, v in summaries.read_events(str(tmp_path / "train"))
+              if t == "__graph__"]
+    assert len(graphs) == 1
+    nodes = list(graphs[0].node) + [n for f in graphs[0].library.function
+                                    for n in f.node_def]
+    ops = {n.op for n in nodes}
+    assert "MatMul" in ops and len(nodes) > 20, sorted(ops)

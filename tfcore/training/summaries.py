@@ -2,15 +2,14 @@
 
 * `Writers(workdir)`: two `tf.summary.create_file_writer`s, `train` and `eval`, and
   helpers to write dicts of scalars, histograms and images at a step.
-* `scalar`, `histogram`, `image`: single summaries in TensorBoard's own formats
-  (plugins 'scalars', 'histograms', 'images'), written with `tf.summary.write`, so
-  writing logs does not need the `tensorboard` package (TF 2.21 does not install it;
-  `pip install tensorboard` to view them).
-* `trace_on()` / `trace_export(writer, name, step)`: the graph of the next compiled
-  call (TensorBoard's Graphs tab) through `tf.summary.trace_on(graph=True)`.
+* `scalar`, `histogram`, `image`: single summaries through TensorBoard's own API
+  (`tensorboard.summary.v2`; `tensorboard` is a dependency).
+* `Writers.graph(which, graph, step)`: a traced function's graph for the Graphs tab
+  (`tf.summary.graph`), e.g. the train step, also when XLA compiles it.
 * `write_projector(logdir, embeddings)`: embedding vectors + metadata for the
-  Projector tab: `projector_config.pbtxt`, a checkpoint of the embedding variables
-  (`embedding.ckpt-N`) and one `metadata_<name>.tsv` per embedding, in `logdir`.
+  Projector tab (`tensorboard.plugins.projector`): `projector_config.pbtxt`, a
+  checkpoint of the embedding variables (`embedding.ckpt-N`) and one
+  `metadata_<name>.tsv` per embedding, in `logdir`.
 * `read_events(logdir)`: the (tag, step, value) records of a log directory's event
   files, for tests and scripts.
 
@@ -28,7 +27,10 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins import projector
+from tensorboard.summary import v2 as tb_summary
 
+from tfcore import checks
 from tfcore.training import metrics_io
 
 
@@ -92,89 +94,32 @@ class Writers:
         self._writers.clear()
 
 
-def _metadata(plugin: str, data_class: int, content: bytes = b""):
-    md = tf.compat.v1.SummaryMetadata()
-    md.plugin_data.plugin_name = plugin
-    md.plugin_data.content = content
-    md.data_class = data_class
-    return md
-
-
-_DATA_CLASS_SCALAR = 1  # summary_pb2.DATA_CLASS_SCALAR
-_DATA_CLASS_TENSOR = 2
-_DATA_CLASS_BLOB_SEQUENCE = 3
-
-
 def scalar(tag: str, value: float, step: int) -> None:
-    """A TensorBoard scalar (plugin 'scalars'), to the default writer.
-
-    Written with `tf.summary.write` and TensorBoard's metadata, so the `tensorboard`
-    package is needed only to view the logs, not to write them.
-    """
-    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step,
-                     metadata=_metadata("scalars", _DATA_CLASS_SCALAR))
-
-
-def histogram_buckets(values, bucket_count: int = 30) -> np.ndarray:
-    """TensorBoard's histogram tensor: float64 [bucket_count, 3] (left, right, count).
-
-    Equal-width buckets from min to max (the last one closed), as TensorBoard's
-    `histogram` v2; all mass in the last bucket when every value is equal; [0, 3]
-    for no values.
-    """
-    x = np.asarray(values.numpy() if hasattr(values, "numpy") else values,
-                   dtype=np.float64).ravel()
-    if x.size == 0:
-        return np.zeros([0, 3], np.float64)
-    lo, hi = float(x.min()), float(x.max())
-    if lo == hi:
-        counts = np.zeros([bucket_count]); counts[-1] = x.size
-        edges = np.full([bucket_count + 1], lo)
-    else:
-        width = (hi - lo) / bucket_count
-        idx = np.minimum(np.floor((x - lo) / width).astype(np.int64), bucket_count - 1)
-        counts = np.bincount(idx, minlength=bucket_count).astype(np.float64)
-        edges = np.linspace(lo, hi, bucket_count + 1)
-    return np.stack([edges[:-1], edges[1:], counts], axis=1)
+    """A TensorBoard scalar, to the default writer (`tensorboard.summary.v2.scalar`)."""
+    tb_summary.scalar(tag, float(value), step=step)
 
 
 def histogram(tag: str, values, step: int, bucket_count: int = 30) -> None:
-    """A TensorBoard histogram (plugin 'histograms') of all of `values`."""
-    tf.summary.write(tag, tf.constant(histogram_buckets(values, bucket_count)), step=step,
-                     metadata=_metadata("histograms", _DATA_CLASS_TENSOR))
+    """A TensorBoard histogram of all of `values` (`tensorboard.summary.v2.histogram`:
+    `bucket_count` equal-width buckets from min to max)."""
+    x = tf.reshape(tf.cast(tf.convert_to_tensor(values), tf.float64), [-1])
+    tb_summary.histogram(tag, x, step=step, buckets=bucket_count)
 
 
 def image(tag: str, images, step: int, max_outputs: int = 16) -> None:
-    """TensorBoard images (plugin 'images'): [k, h, w, c] (or [k, h, w] / [h, w]),
-    floats in [0, 1] or uint8, c in {1, 3, 4}; the first `max_outputs` as PNGs."""
+    """TensorBoard images: [k, h, w, c] (or [k, h, w] / [h, w]), floats in [0, 1] or
+    uint8, c in {1, 3, 4}; the first `max_outputs` (`tensorboard.summary.v2.image`)."""
     x = tf.convert_to_tensor(images)
     if x.shape.rank == 2:
         x = x[None, :, :, None]
     elif x.shape.rank == 3:
         x = x[..., None]
     if x.shape.rank != 4 or x.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"image {tag!r} must be [k, h, w, c] with c in 1, 3, 4 (or "
-                         f"[k, h, w] / [h, w]), got shape {x.shape}")
+        raise checks.ArgumentError(f"image {tag!r} must be [k, h, w, c] with c in 1, 3, 4 "
+                                   f"(or [k, h, w] / [h, w]), got shape {x.shape}")
     if x.dtype != tf.uint8:
-        x = tf.image.convert_image_dtype(tf.clip_by_value(tf.cast(x, tf.float32), 0.0, 1.0),
-                                         tf.uint8, saturate=True)
-    x = x[:max_outputs]
-    pngs = [tf.io.encode_png(x[i]) for i in range(int(x.shape[0]))]
-    dims = [tf.constant(str(int(x.shape[2]))), tf.constant(str(int(x.shape[1])))]
-    tf.summary.write(tag, tf.stack(dims + pngs), step=step,
-                     metadata=_metadata("images", _DATA_CLASS_BLOB_SEQUENCE))
-
-
-def trace_on() -> None:
-    """Starts recording the graphs of the next `tf.function` executions."""
-    tf.summary.trace_on(graph=True, profiler=False)
-
-
-def trace_export(writer: tf.summary.SummaryWriter, name: str = "train_step",
-                 step: int = 0) -> None:
-    """Writes the recorded graph(s) under tag `name` and stops recording."""
-    with writer.as_default():
-        tf.summary.trace_export(name=name, step=int(step))
+        x = tf.clip_by_value(tf.cast(x, tf.float32), 0.0, 1.0)
+    tb_summary.image(tag, x, step=step, max_outputs=max_outputs)
 
 
 def _safe_name(name: str) -> str:
@@ -199,14 +144,15 @@ def write_projector(logdir: str,
       ValueError: vectors are not 2-D, or metadata has the wrong length.
     """
     os.makedirs(logdir, exist_ok=True)
-    variables, blocks = {}, []
+    variables, config = {}, projector.ProjectorConfig()
     for name, (vectors, metadata) in embeddings.items():
         key = _safe_name(name)
         values = np.asarray(vectors.numpy() if hasattr(vectors, "numpy") else vectors)
         if values.ndim != 2:
             raise ValueError(f"embedding {name!r} must be [N, D], got shape {values.shape}")
         variables[key] = tf.Variable(values, trainable=False, name=key)
-        block = [f'  tensor_name: "{key}/.ATTRIBUTES/VARIABLE_VALUE"']
+        embedding = config.embeddings.add()
+        embedding.tensor_name = f"{key}/.ATTRIBUTES/VARIABLE_VALUE"
         if metadata is not None:
             labels = [str(m).replace("\t", " ").replace("\n", " ") for m in metadata]
             if len(labels) != values.shape[0]:
@@ -214,15 +160,13 @@ def write_projector(logdir: str,
                                  f"vectors have {values.shape[0]}")
             tsv = f"metadata_{key}.tsv"
             metrics_io.atomic_write_text(os.path.join(logdir, tsv), "\n".join(labels) + "\n")
-            block.append(f'  metadata_path: "{tsv}"')
-        blocks.append("embeddings {\n" + "\n".join(block) + "\n}\n")
+            embedding.metadata_path = tsv
     ckpt = tf.train.Checkpoint(**variables)
     manager = tf.train.CheckpointManager(ckpt, logdir, max_to_keep=1,
                                          checkpoint_name="embedding.ckpt")
     manager.save(checkpoint_number=int(step))
-    path = os.path.join(logdir, "projector_config.pbtxt")
-    metrics_io.atomic_write_text(path, "".join(blocks))
-    return path
+    projector.visualize_embeddings(logdir, config)
+    return os.path.join(logdir, "projector_config.pbtxt")
 
 
 def iter_events(logdir: str) -> Iterator[tf.compat.v1.Event]:
