@@ -4,17 +4,25 @@ The members are tiny SavedModels (a tf.Module with a serving signature, no tfcor
 that read a label hidden in a pixel of synthetic 28x28 images: `good` reads the true
 label (confidence 0.7), `bad` reads a corrupted copy (confidence 0.9, right on about
 half the images). Expected accuracies and ensembles are recomputed here with NumPy
-from the labels written into the images.
+from the labels written into the images. The binary's checks (its flags, the kind of
+every member, the workdir) run its `main` in-process, and once as `python -m`.
 """
+import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 
 from tfcore import data as tfdata
-from train import ensemble
+from tfcore.training import binary, export
+from train import ensemble_lib as ensemble
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 NUM_CLASSES = 10
 STEP = 20  # label k is written as the pixel value 20 * k
@@ -83,6 +91,22 @@ def setup(tmp_path_factory):
     members["not_a_model"] = str(root / "not_a_model")
     return {"root": root, "data_dir": str(data_dir), "arrays": arrays,
             "corrupted": corrupted, "members": members, "run_config": run_config}
+
+
+def _main(argv, capsys):
+    """`python -m train.ensemble ARGV` in-process (the binary's `binary.main` after
+    parsing): (exit code, stdout, stderr)."""
+    fv = flags.FlagValues()
+    binary.define_flags(ensemble.EnsembleConfig, fv)
+    code = 0
+    try:
+        rest = fv(["train.ensemble", *argv])
+        binary.run_main(ensemble.BINARY, ensemble.EnsembleConfig, ensemble.run_ensemble,
+                        None, fv, rest)
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 # -- maths ----------------------------------------------------------------------------
@@ -192,12 +216,10 @@ def test_weighted_ensemble_end_to_end(setup, tmp_path):
 def test_average_ensemble_cli(setup, tmp_path, capsys):
     m, a = setup["members"], setup["arrays"]
     workdir = tmp_path / "avg"
-    rc = ensemble.main(["ensemble", f"--members={m['good']},{m['bare']}",
-                        "--method=average", "--val_size=100", "--split_seed=3",
-                        f"--data_dir={setup['data_dir']}", f"--workdir={workdir}",
-                        "--test_limit=50"])
+    rc, out, _ = _main([f"--members={m['good']},{m['bare']}", "--method=average",
+                        "--val_size=100", "--split_seed=3", f"--data_dir={setup['data_dir']}",
+                        f"--workdir={workdir}", "--test_limit=50"], capsys)
     assert rc == 0
-    out = capsys.readouterr().out
     assert "WARNING: --val_size=100 but the members were trained with" in out
     result = json.loads((workdir / "metrics.json").read_text())
     assert result["weights"] == [0.5, 0.5] and result["num_test"] == 50
@@ -221,7 +243,8 @@ def test_member_errors(setup, tmp_path, capsys):
         run([m["good"], m["not_a_model"]])
     with pytest.raises(ensemble.MemberError, match="does not exist"):
         run([m["good"], str(tmp_path / "missing")])
-    with pytest.raises(ensemble.MemberError, match=r"outputs shape \[200, 5\] but member"):
+    with pytest.raises(ensemble.MemberError, match=r"outputs 5 classes but member .* "
+                                                   r"outputs 10: members must predict"):
         run([m["good"], m["five"]])
     with pytest.raises(ensemble.MemberError, match="no output 'nope'"):
         run([m["good"]], output_key="nope")
@@ -235,9 +258,9 @@ def test_member_errors(setup, tmp_path, capsys):
     with pytest.raises(ValueError, match="trained with different \\(or unrecorded\\) "
                                          "val_size"):
         run([m["good"], m["bare"]], method="weighted")
-    assert ensemble.main(["ensemble", f"--members={m['not_a_model']}",
-                          f"--data_dir={d}"]) == 2
-    assert "is not a SavedModel" in capsys.readouterr().err
+    code, _, err = _main([f"--members={m['not_a_model']}", f"--data_dir={d}",
+                          f"--workdir={tmp_path / 'w'}"], capsys)
+    assert code == 2 and "is not a SavedModel" in err
 
 
 def test_split_seed_read_from_split_seed_then_seed():
@@ -253,3 +276,111 @@ def test_split_seed_read_from_split_seed_then_seed():
     with pytest.raises(ValueError, match="split_seed"):
         ensemble.resolve_split(config, {"a": new, "b": dict(new, split_seed=1)},
                                log=lambda m: None)
+
+
+# -- the binary: flags, and the checks before any work ----------------------------------
+
+def test_flags_are_the_config_fields_with_the_old_names_and_defaults():
+    fv = flags.FlagValues()
+    binary.define_flags(ensemble.EnsembleConfig, fv)
+    fields = {f.name for f in dataclasses.fields(ensemble.EnsembleConfig)}
+    assert set(fv) == fields | {"workdir"}
+    assert {n: fv[n].default for n in fields} == {
+        "members": [], "method": "average", "val_size": None, "split_seed": None,
+        "train_limit": None, "test_limit": 0, "data_dir": None, "output_key": None,
+        "batch_size": 1000}
+    fv(["train.ensemble", "--members=a,b*", "--method=weighted", "--val_size=5",
+        "--batch_size=7"])
+    config = ensemble.EnsembleConfig(**{n: fv[n].value for n in fields})
+    assert (config.members, config.method, config.val_size, config.batch_size) == (
+        ("a", "b*"), "weighted", 5, 7)
+    for bad, name in ((dict(method="median"), "--method"), (dict(val_size=-1), "--val_size"),
+                      (dict(batch_size=0), "--batch_size"),
+                      (dict(data_dir="/no/such/dir"), "--data_dir")):
+        with pytest.raises(ValueError, match=name):
+            ensemble.EnsembleConfig(**bad)
+
+
+class _Passthrough(tf.Module):
+    """x -> x: the shape of an autoencoder's or a generator's export."""
+
+    def __call__(self, x, training=False):
+        return x
+
+
+@pytest.fixture(scope="module")
+def bad_kinds(tmp_path_factory):
+    """Members of every wrong kind, made as the binaries make them (the run layer's
+    config.json, `tfcore.training.export` signatures), keyed by what the error says."""
+    root = tmp_path_factory.mktemp("kinds")
+    images = tf.TensorSpec([None, 28, 28, 1], tf.float32, name="images")
+    out = {}
+    ae_run = root / "ae_run"
+    export.export_saved_model(_Passthrough(), str(ae_run / "saved_model"), images,
+                              fn=lambda x: {"reconstructions": x})
+    (ae_run / "config.json").write_text(json.dumps({"binary": "train.autoencoder",
+                                                    "config": {"model": "dense"}}))
+    out["is a train.autoencoder run (an autoencoder), not a classifier"] = str(ae_run)
+    ae_export = root / "ae_export"  # the same export on its own, no run beside it
+    export.export_saved_model(_Passthrough(), str(ae_export), images,
+                              fn=lambda x: {"reconstructions": x})
+    out["is an autoencoder's SavedModel (it outputs 'reconstructions'), not a "
+        "classifier"] = str(ae_export)
+    gan_run = root / "gan_run"  # trained without --export: checkpoints only
+    (gan_run / "checkpoints").mkdir(parents=True)
+    (gan_run / "config.json").write_text(json.dumps({"binary": "train.dcgan",
+                                                     "config": {"latent_dim": 30}}))
+    out["is a train.dcgan run (a GAN), not a classifier"] = str(gan_run)
+    legacy = root / "gan_legacy"  # a train.dcgan workdir from before the run layer
+    legacy.mkdir()
+    (legacy / "config.json").write_text(json.dumps({"latent_dim": 30, "d_batch": "split"}))
+    out["is a train.dcgan run (a GAN)"] = str(legacy)
+    generator = root / "generator"
+    export.export_saved_model(_Passthrough(), str(generator),
+                              tf.TensorSpec([None, 30], tf.float32, name="z"),
+                              fn=lambda z: {"images": tf.zeros([tf.shape(z)[0], 32, 32, 1])})
+    out["is a generator's SavedModel (it outputs 'images'), not a classifier"] = str(
+        generator)
+    scores = root / "scores"  # one rank-2 output, but logits: not probabilities
+    export.export_saved_model(_Passthrough(), str(scores), images,
+                              fn=lambda x: tf.reshape(x, [-1, 784])[:, :10] - 1.0)
+    out["output 'outputs' is not a probability distribution per row"] = str(scores)
+    return out
+
+
+def test_every_bad_member_kind_is_one_line_and_exit_2_before_any_work(
+        setup, bad_kinds, tmp_path, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("data loaded before the members were checked")
+
+    monkeypatch.setattr(tfdata, "load_mnist", no_work)
+    good = setup["members"]["good"]
+    for i, (what, path) in enumerate(bad_kinds.items()):
+        workdir = tmp_path / f"w{i}"
+        code, out, err = _main([f"--members={good},{path}", f"--workdir={workdir}"],
+                               capsys)
+        assert code == 2, (what, err)
+        (line,) = err.splitlines()
+        assert line.startswith(f"train.ensemble: error: member {path!r} {what}"), line
+        assert out == ""
+        assert not workdir.exists() or not any(workdir.iterdir())  # nothing written
+
+
+def test_a_file_as_workdir_fails_before_any_work(setup, tmp_path, capsys, monkeypatch):
+    """In-process with every member check disabled, then the real binary: the workdir
+    is the first thing checked (a missing member is not even looked at)."""
+    target = tmp_path / "results.txt"
+    target.write_text("not a directory")
+    monkeypatch.setattr(ensemble, "find_saved_model", lambda *a: pytest.fail("work"))
+    code, _, err = _main([f"--members={setup['members']['good']}",
+                          f"--workdir={target}"], capsys)
+    assert code == 2
+    assert err == f"train.ensemble: error: --workdir {str(target)!r} is a file, not a " \
+                  "directory\n"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-m", "train.ensemble", f"--workdir={target}",
+                           f"--members={tmp_path / 'missing'}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == err.strip()
+    assert target.read_text() == "not a directory"
