@@ -1,24 +1,27 @@
-"""train.search and tfcore.hparams: space parsing, sampling, the search end to end.
+"""train.search on Optuna: the space syntax, the options, and real studies end to end.
 
-The end-to-end tests run a tiny absl binary written into tmp_path (no TensorFlow, so
-each trial takes ~0.1 s) through `train.search.run_search` / `main`: results table,
-resume, a failing trial, the test-set guard, the HParams event files.
+Most trials are a tiny absl binary written into tmp_path (no TensorFlow: ~0.3 s a
+trial) that writes metrics.json after every epoch like the loop does; one test runs a
+real train.autoencoder trial. Studies are real SQLite files, read back with Optuna.
 """
 import json
-import math
 import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
-import numpy as np
+import optuna
 import pytest
 import tensorflow as tf
+from optuna.trial import TrialState
 
 from tfcore import hparams as hp
-from tfcore import summaries
-from train import search
+from train import search, search_lib
 
+# -- the space syntax ----------------------------------------------------------------
 
-# -- parsing ------------------------------------------------------------------------
 
 def test_parse_space_domains():
     space = hp.parse_space([
@@ -61,11 +64,6 @@ def test_parse_space_errors_name_the_entry(entry, message):
     assert message in str(e.value)
 
 
-def test_parse_space_duplicate_flag():
-    with pytest.raises(ValueError, match="'lr' is given more than once"):
-        hp.parse_space(["lr=uniform(0, 1)", "lr=choice(1, 2)"])
-
-
 def test_space_file_json_and_lines(tmp_path):
     j = tmp_path / "space.json"
     j.write_text(json.dumps({"learning_rate": "loguniform(1e-3, 1)",
@@ -82,159 +80,139 @@ def test_space_file_json_and_lines(tmp_path):
     bad.write_text("lr=uniform(0, 1)\neps=uniform(3, 1)\n")
     with pytest.raises(ValueError, match=r"line 2 \('eps=uniform\(3, 1\)'\).*low < high"):
         hp.parse_space_file(str(bad))
-    badj = tmp_path / "bad.json"
-    badj.write_text('{"lr": {"low": 1}}')
-    with pytest.raises(ValueError, match="entry 'lr': expected a domain string"):
-        hp.parse_space_file(str(badj))
     with pytest.raises(ValueError, match="does not exist"):
         hp.parse_space_file(str(tmp_path / "nope.json"))
     with pytest.raises(ValueError, match="given more than once"):
         hp.merge_spaces(hp.parse_space(["learning_rate=uniform(0, 1)"]), space)
 
 
-# -- sampling -----------------------------------------------------------------------
-
-SPACE = ["learning_rate=loguniform(0.01, 1.0)", "dropout=choice(true, false)",
-         "eps=uniform(0.5, 3)", "units=int(1, 4)"]
-
-
-def test_random_configs_reproducible_and_in_range():
-    space = hp.parse_space(SPACE)
-    a = hp.random_configs(space, 40, seed=0)
-    assert a == hp.random_configs(space, 40, seed=0)
-    assert a != hp.random_configs(space, 40, seed=1)
-    # Trial i does not depend on the number of trials or on the entry order.
-    assert hp.random_configs(space, 5, seed=0) == a[:5]
-    reordered = hp.parse_space(SPACE[::-1])
-    assert [dict(sorted(c.items())) for c in hp.random_configs(reordered, 5, 0)] == \
-        [dict(sorted(c.items())) for c in a[:5]]
-    lrs = np.array([c["learning_rate"] for c in a])
-    assert np.all((lrs >= 0.01) & (lrs <= 1.0))
-    # log-uniform: about as many below 0.1 (the log midpoint) as above.
-    assert 10 <= np.sum(lrs < 0.1) <= 30
-    assert all(0.5 <= c["eps"] <= 3 for c in a)
-    assert {c["dropout"] for c in a} == {True, False}
-    assert {c["units"] for c in a} == {1, 2, 3, 4}
-    assert all(type(c["units"]) is int for c in a)
-    with pytest.raises(ValueError, match="--trials must be a positive integer"):
-        hp.random_configs(space, 0, 0)
+def test_domains_suggest_through_optuna_and_grid_values():
+    space = hp.parse_space(["lr=loguniform(0.01, 1)", "eps=uniform(0, 3, 4)",
+                            "units=int(1, 3)", "dropout=choice(true, false)"])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = []
+    for _ in range(60):
+        trial = study.ask()
+        drawn.append({n: d.suggest(trial, n) for n, d in space.items()})
+        study.tell(trial, 0.0)
+    assert study.trials[0].distributions["lr"] == optuna.distributions.FloatDistribution(
+        0.01, 1.0, log=True)
+    lrs = [d["lr"] for d in drawn]
+    assert all(0.01 <= v <= 1 for v in lrs) and 15 <= sum(v < 0.1 for v in lrs) <= 45
+    assert {d["units"] for d in drawn} == {1, 2, 3}
+    assert {d["dropout"] for d in drawn} == {True, False}
+    grid = hp.grid_values(space, grid_points=3)
+    assert grid["lr"] == pytest.approx([0.01, 0.1, 1.0])
+    assert grid["eps"] == pytest.approx([0.0, 1.0, 2.0, 3.0])  # its own 4 points
+    assert hp.grid_size(space, 3) == 3 * 4 * 3 * 2
 
 
-def test_grid_configs_enumerate_the_product():
-    space = hp.parse_space(["lr=loguniform(0.01, 1)", "dropout=choice(true, false)",
-                            "eps=uniform(0, 3, 4)", "units=int(1, 3)"])
-    grid = hp.grid_configs(space, grid_points=3)
-    assert len(grid) == 3 * 2 * 4 * 3 == hp.grid_size(space, 3)
-    assert len({json.dumps(c, sort_keys=True) for c in grid}) == len(grid)
-    # last entry fastest
-    assert [c["units"] for c in grid[:3]] == [1, 2, 3]
-    assert grid[0] == {"lr": pytest.approx(0.01), "dropout": True, "eps": 0.0, "units": 1}
-    assert sorted({c["lr"] for c in grid}) == pytest.approx([0.01, 0.1, 1.0])
-    assert sorted({c["eps"] for c in grid}) == pytest.approx([0.0, 1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match="--grid_points must be an integer >= 2"):
-        hp.grid_configs(space, grid_points=1)
+def test_trial_seeds_differ_and_repeat():
+    seeds = [hp.trial_seed(0, n) for n in range(50)]
+    assert len(set(seeds)) == 50 and seeds == [hp.trial_seed(0, n) for n in range(50)]
+    assert hp.trial_seed(1, 0) != seeds[0]
 
 
-def test_config_to_flags_and_check_against_flags():
-    assert hp.config_to_flags({"lr": 0.1, "dropout": False, "vat": True, "opt": "adam",
-                               "units": 3}) == \
-        ["--lr=0.1", "--nodropout", "--vat", "--opt=adam", "--units=3"]
-    known = {"lr": "float", "dropout": "bool", "units": "int"}
-    hp.check_against_flags(hp.parse_space(["lr=uniform(0, 1)", "units=int(1, 3)"]),
-                           known, "b")
-    for entry, msg in [("nope=choice(1)", "b has no flag --nope"),
-                       ("dropout=choice(0, 1)", "boolean flag"),
-                       ("units=uniform(0, 2)", "int flag"),
-                       ("lr=choice(a, b)", "float flag")]:
-        with pytest.raises(ValueError, match=msg):
-            hp.check_against_flags(hp.parse_space([entry]), known, "b")
+def test_options_are_checked_and_become_flags():
+    base = dict(binary="b", space=("x=1",), trials=2, metric="val_loss")
+    assert search_lib.SearchConfig(**base).validate() == []
+    for bad, message in [(dict(trials=0), "--trials must be a positive integer"),
+                         (dict(sampler="bayes"), "--sampler must be one of tpe"),
+                         (dict(trials=None), "--sampler=tpe needs --trials"),
+                         (dict(poll_interval=0.0), "--poll_interval must be a finite"),
+                         (dict(binary="a b"), "--binary must be a Python module path"),
+                         (dict(grace_period=40), "--grace_period=40 must exceed"),
+                         (dict(metric="test_loss"), "selects on the TEST set")]:
+        with pytest.raises(ValueError, match=message):
+            search_lib.SearchConfig(**dict(base, **bad)).validate()
+    fv = search.flags.FlagValues()
+    search.define_flags(fv)
+    fv(["search", "--binary=b", "--space=x=1", "--space=y=choice(1, 2)", "--trials=3",
+        "--noallow_non_validation_metric", "--stop_grace=2.5"])
+    config = search.config_from_flags(fv)
+    assert config == search_lib.SearchConfig(
+        binary="b", space=("x=1", "y=choice(1, 2)"), trials=3, stop_grace=2.5)
 
 
-def test_selection_metric_guard():
-    assert hp.check_selection_metric("val_accuracy") == []
-    for m in ("test_accuracy", "test_loss", "TEST_error"):
-        with pytest.raises(ValueError, match="selects on the TEST set"):
-            hp.check_selection_metric(m, allow_non_validation=True)
-    with pytest.raises(ValueError, match="not a validation metric"):
-        hp.check_selection_metric("loss")
-    (warning,) = hp.check_selection_metric("loss", allow_non_validation=True)
-    assert "WARNING" in warning and "NOT a validation metric" in warning
-
-
-def test_best_trial_and_metrics():
-    trials = [{"name": "a", "status": "ok", "metrics": {"final": {"val_loss": 0.5}}},
-              {"name": "b", "status": "failed", "metrics": {"val_loss": 0.1}},
-              {"name": "c", "status": "ok", "metrics": {"val_loss": 0.3}},
-              {"name": "d", "status": "ok", "metrics": {"val_loss": 0.3}},
-              {"name": "e", "status": "ok", "metrics": {"val_loss": float("nan")}}]
-    assert hp.best_trial(trials, "val_loss", "min")["name"] == "c"
-    assert hp.best_trial(trials, "val_loss", "max")["name"] == "a"
-    assert hp.best_trial(trials[1:2], "val_loss", "min") is None
-    assert hp.metrics_complete({"status": "done", "final": {"val_accuracy": 1}},
-                               "val_accuracy")
-    assert not hp.metrics_complete({"status": "running", "val_accuracy": 1},
-                                   "val_accuracy")
-    assert not hp.metrics_complete({"status": "done"}, "val_accuracy")
-
-
-# -- the search end to end ------------------------------------------------------------
+# -- studies end to end ------------------------------------------------------------
 
 FAKE_BINARY = '''
-"""A tiny absl binary: val_accuracy peaks at learning_rate 0.1; fails above
---fail_above; writes metrics.json (and its call to ../calls.log)."""
-import json, math, os, sys
+"""val_loss per epoch from --learning_rate (best at 0.1); a trial whose workdir name is
+in --bad_trials does badly and slowly; writes metrics.json atomically per epoch."""
+import json, math, os, signal, sys, time
 from absl import app, flags
 flags.DEFINE_string("workdir", None, "")
 flags.DEFINE_float("learning_rate", 0.1, "")
 flags.DEFINE_boolean("dropout", False, "")
 flags.DEFINE_integer("val_size", 0, "")
+flags.DEFINE_integer("epochs", 3, "")
+flags.DEFINE_float("sleep", 0.0, "")
 flags.DEFINE_float("fail_above", 1e9, "")
-flags.DEFINE_boolean("no_val_metric", False, "")
+flags.DEFINE_list("bad_trials", [], "")
+flags.DEFINE_float("bad_sleep", 0.0, "")
+flags.DEFINE_boolean("ignore_sigterm", False, "")
 FLAGS = flags.FLAGS
 
 def main(argv):
-    with open(os.path.join(os.path.dirname(FLAGS.workdir), "calls.log"), "a") as f:
-        f.write(os.path.basename(FLAGS.workdir) + "\\n")
+    wd = FLAGS.workdir
+    with open(os.path.join(wd, "pid"), "w") as f:
+        f.write(str(os.getpid()))
+    with open(os.path.join(wd, "..", "..", "calls.log"), "a") as f:
+        f.write(os.path.basename(wd) + "\\n")
+    if FLAGS.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if FLAGS.learning_rate > FLAGS.fail_above:
         sys.stderr.write("boom: learning rate %r too high\\n" % FLAGS.learning_rate)
         sys.exit(3)
-    v = 1 - abs(math.log10(FLAGS.learning_rate) + 1) / 3 + (0.01 if FLAGS.dropout else 0)
-    final = {"val_loss": 1 - v, "train_loss": 0.5 - v / 2}
-    if not FLAGS.no_val_metric:
-        final["val_accuracy"] = v
-    metrics = {"status": "done", "final": final, "test_accuracy": v - 0.02,
-               "config": {"val_size": FLAGS.val_size}}
-    with open(os.path.join(FLAGS.workdir, "metrics.json"), "w") as f:
-        json.dump(metrics, f)
+    bad = os.path.basename(wd) in FLAGS.bad_trials
+    base = abs(math.log10(FLAGS.learning_rate) + 1) + (0.01 if FLAGS.dropout else 0)
+    history, epochs = {"val_loss": []}, []
+    for e in range(FLAGS.epochs):
+        time.sleep(FLAGS.bad_sleep if bad else FLAGS.sleep)
+        v = (10.0 if bad else base) + 1.0 / (e + 1)
+        history["val_loss"].append(v)
+        epochs.append({"epoch": e, "step": e + 1, "val_loss": v})
+        m = {"status": "done" if e == FLAGS.epochs - 1 else "running", "history": history,
+             "epochs": epochs, "final": dict(epochs[-1]), "test_loss": v + 0.1,
+             "config": {"val_size": FLAGS.val_size}}
+        with open(os.path.join(wd, "m.tmp"), "w") as f:
+            json.dump(m, f)
+        os.replace(os.path.join(wd, "m.tmp"), os.path.join(wd, "metrics.json"))
 
 if __name__ == "__main__":
     app.run(main)
 '''
 
 
-def _expected_val(cfg):
-    return 1 - abs(math.log10(cfg["learning_rate"]) + 1) / 3 + (0.01 if cfg["dropout"]
-                                                                  else 0)
+def _val(lr, dropout, epoch):
+    import math  # pylint: disable=import-outside-toplevel
+    return abs(math.log10(lr) + 1) + (0.01 if dropout else 0) + 1.0 / (epoch + 1)
 
 
 @pytest.fixture
-def fake(tmp_path):
+def fake(tmp_path, monkeypatch):
+    """The fake binary's module on PYTHONPATH (trials and subprocesses inherit it)."""
     pkg = tmp_path / "bin"
     pkg.mkdir()
     (pkg / "fake_trainer.py").write_text(textwrap.dedent(FAKE_BINARY))
-    env = dict(os.environ, PYTHONPATH=str(pkg) + os.pathsep +
-               os.environ.get("PYTHONPATH", ""))
-    return env
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(pkg), os.getcwd()]))
+    return tmp_path
+
+
+FAST = dict(poll_interval=0.05, heartbeat_interval=1, grace_period=3, stop_grace=0.5)
 
 
 def _config(**kw):
-    d = dict(binary="fake_trainer",
-             space=hp.parse_space(["learning_rate=loguniform(0.01, 1.0)",
-                                   "dropout=choice(true, false)"]),
-             method="random", trials=4, metric="val_accuracy", mode="max", seed=0,
-             extra_flags=["--fail_above=0.4"], val_size=123)
+    d = dict(binary="fake_trainer", space=("learning_rate=loguniform(0.01, 1.0)",
+                                           "dropout=choice(true, false)"),
+             trials=4, metric="val_loss", mode="min", sampler="random", pruner="none",
+             val_size=123, **FAST)
     d.update(kw)
-    return search.SearchConfig(**d)
+    return search_lib.SearchConfig(**d)
+
+
+def _study(workdir):
+    return optuna.load_study(study_name="search", storage=f"sqlite:///{workdir}/study.db")
 
 
 def _calls(workdir):
@@ -242,193 +220,227 @@ def _calls(workdir):
         return f.read().split()
 
 
-def _events_by_tag(logdir):
+def _gone(pid, wait=5.0):
+    """True when process `pid` has exited (a zombie counts as exited)."""
+    end = time.time() + wait
+    while time.time() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _events(logdir):
+    from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=import-outside-toplevel
     out = {}
-    for event in summaries.iter_events(logdir):
-        for v in event.summary.value:
-            out[v.tag] = v
+    for path in tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*")):
+        for raw in tf.data.TFRecordDataset(path):
+            for v in tf.compat.v1.Event.FromString(raw.numpy()).summary.value:
+                data = v.metadata.plugin_data
+                out[v.tag] = (plugin_data_pb2.HParamsPluginData.FromString(data.content)
+                              if data.plugin_name == "hparams" else tf.make_ndarray(v.tensor))
     return out
 
 
-def test_search_end_to_end_resume_and_failures(fake, tmp_path):
-    workdir = str(tmp_path / "search")
-    config = _config()
-    configs = hp.random_configs(config.space, 4, 0)
-    should_fail = [c["learning_rate"] > 0.4 for c in configs]
-    assert any(should_fail) and not all(should_fail)  # the seed gives both kinds
-
-    logs = []
-    summary = search.run_search(config, workdir, log=logs.append, env=fake)
-    assert _calls(workdir) == [hp.trial_name(i) for i in range(4)]
-    trials = summary["trials"]
-    assert [t["config"] for t in trials] == configs
-    for t, fails, cfg in zip(trials, should_fail, configs):
-        if fails:
-            assert t["status"] == "failed"
-            assert t["returncode"] == 3 and t["error"] == "exit code 3"
-            assert "boom: learning rate" in t["stderr_tail"]
+def test_sqlite_study_read_back_with_optuna(fake):
+    workdir = str(fake / "s")
+    summary = search_lib.run_search(_config(), workdir, ["--fail_above=0.4"],
+                                    log=lambda s: None)
+    study = _study(workdir)
+    trials = study.trials
+    assert [t.number for t in trials] == [0, 1, 2, 3] and _calls(workdir) == list("0123")
+    assert study.user_attrs["sampler"] == "random" and study.user_attrs["extra_flags"] == [
+        "--fail_above=0.4", "--val_size=123"]
+    states = {t.state for t in trials}
+    assert states == {TrialState.COMPLETE, TrialState.FAIL}  # seed 0 draws both kinds
+    for t in trials:
+        lr, dropout = t.params["learning_rate"], t.params["dropout"]
+        cmd = t.user_attrs["command"]
+        assert cmd[1:4] == ["-m", "fake_trainer", f"--workdir={workdir}/trials/{t.number}"]
+        assert f"--learning_rate={lr!r}" in cmd and "--val_size=123" in cmd
+        assert ("--dropout" if dropout else "--nodropout") in cmd
+        if lr > 0.4:
+            assert t.state == TrialState.FAIL and t.user_attrs["returncode"] == 3
+            assert "boom: learning rate" in t.user_attrs["stderr_tail"]
         else:
-            assert t["status"] == "ok"
-            assert t["metrics"]["val_accuracy"] == pytest.approx(_expected_val(cfg))
-        # every trial got its own workdir, the sampled flags and the validation split
-        cmd = t["command"]
-        assert f"--workdir={os.path.join(workdir, t['name'])}" in cmd
-        assert f"--learning_rate={cfg['learning_rate']!r}" in cmd
-        assert ("--dropout" if cfg["dropout"] else "--nodropout") in cmd
-        assert "--val_size=123" in cmd and "--fail_above=0.4" in cmd
-    ok = [(i, _expected_val(c)) for i, (c, f) in enumerate(zip(configs, should_fail))
-          if not f]
-    best_index = max(ok, key=lambda p: p[1])[0]
-    assert summary["best"]["name"] == hp.trial_name(best_index)
-    assert summary["best"]["val_accuracy"] == pytest.approx(max(v for _, v in ok))
-    assert any(line.startswith(f"best: {hp.trial_name(best_index)}") for line in logs)
-
-    # One table: markdown with the best marked, CSV with one row per trial.
-    md = (tmp_path / "search" / "results.md").read_text()
-    assert f"| {hp.trial_name(best_index)} * | ok |" in md
-    assert "test_accuracy" in md.splitlines()[0]
-    csv_lines = (tmp_path / "search" / "results.csv").read_text().strip().splitlines()
-    assert csv_lines[0].startswith("trial,status,learning_rate,dropout,val_accuracy")
-    assert len(csv_lines) == 5
-
-    # HParams: the experiment in the root run, one session per trial.
-    hp_dir = os.path.join(workdir, "hparams")
-    root = _events_by_tag(hp_dir)
-    exp_value = root[hp.EXPERIMENT_TAG]
-    assert exp_value.metadata.plugin_data.plugin_name == "hparams"
-    exp = hp.parse_plugin_data(exp_value.metadata.plugin_data.content).experiment
-    assert [h.name for h in exp.hparam_infos] == ["learning_rate", "dropout"]
-    assert exp.hparam_infos[0].domain_interval.min_value == pytest.approx(0.01)
-    assert [v.bool_value for v in exp.hparam_infos[1].domain_discrete.values] == \
-        [False, True]  # sorted, as tensorboard's hp.Discrete
-    assert exp.hparam_infos[1].type == hp.DATA_TYPE_BOOL
-    tags = [m.name.tag for m in exp.metric_infos]
-    assert tags[0] == "val_accuracy" and "test_accuracy" in tags
-    try:  # where TensorBoard is installed, its own proto reads the same bytes
-        from tensorboard.plugins.hparams import plugin_data_pb2
-    except ImportError:
-        plugin_data_pb2 = None
-    if plugin_data_pb2 is not None:
-        tb_exp = plugin_data_pb2.HParamsPluginData.FromString(
-            exp_value.metadata.plugin_data.content).experiment
-        assert [h.name for h in tb_exp.hparam_infos] == ["learning_rate", "dropout"]
-        assert tb_exp.metric_infos[0].name.tag == "val_accuracy"
-    for i, cfg in enumerate(configs):
-        run = _events_by_tag(os.path.join(hp_dir, hp.trial_name(i)))
-        start = hp.parse_plugin_data(
-            run[hp.SESSION_START_INFO_TAG].metadata.plugin_data.content).session_start_info
-        assert start.hparams["learning_rate"].number_value == cfg["learning_rate"]
-        assert start.hparams["dropout"].bool_value == cfg["dropout"]
-        end = hp.parse_plugin_data(
-            run[hp.SESSION_END_INFO_TAG].metadata.plugin_data.content).session_end_info
-        assert end.status == (hp.STATUS_FAILURE if should_fail[i] else hp.STATUS_SUCCESS)
-        if not should_fail[i]:
-            value = run["val_accuracy"]
-            assert value.metadata.plugin_data.plugin_name == "scalars"
-            assert float(tf.make_ndarray(value.tensor)) == pytest.approx(
-                _expected_val(cfg), rel=1e-6)
-
-    # Resume: completed trials are skipped, failed and incomplete ones rerun, and more
-    # --trials extend the same sequence.
-    incomplete = next(i for i, f in enumerate(should_fail) if not f and i != best_index)
-    m_path = os.path.join(workdir, hp.trial_name(incomplete), "metrics.json")
-    with open(m_path) as f:
-        m = json.load(f)
-    m["status"] = "running"
-    with open(m_path, "w") as f:
-        json.dump(m, f)
-    os.remove(os.path.join(workdir, "calls.log"))
-    summary2 = search.run_search(_config(trials=5), workdir, log=logs.append, env=fake)
-    rerun = sorted({incomplete, 4} | {i for i, f in enumerate(should_fail) if f})
-    assert _calls(workdir) == [hp.trial_name(i) for i in rerun]
-    assert [t["config"] for t in summary2["trials"]] == hp.random_configs(
-        config.space, 5, 0)
-    assert summary2["trials"][incomplete]["status"] == "ok"
-
-    # --norerun_failed keeps failed trials as they are.
-    os.remove(os.path.join(workdir, "calls.log"))
-    search.run_search(_config(trials=5, rerun_failed=False), workdir, log=logs.append,
-                      env=fake)
-    assert not os.path.exists(os.path.join(workdir, "calls.log"))
-
-    # Other settings in the same workdir are refused.
-    with pytest.raises(ValueError, match="holds a search with other settings"):
-        search.run_search(_config(seed=1), workdir, log=logs.append, env=fake)
+            assert t.state == TrialState.COMPLETE
+            assert t.value == pytest.approx(_val(lr, dropout, 2))
+            assert t.intermediate_values == pytest.approx(
+                {e: _val(lr, dropout, e) for e in range(3)})
+            assert t.user_attrs["metrics"]["test_loss"] == pytest.approx(t.value + 0.1)
+    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert study.best_trial.number == best.number == summary["best"]["number"]
+    md = (fake / "s" / "results.md").read_text()
+    assert f"| {best.number} * | complete |" in md and "| failed |" in md
+    assert len((fake / "s" / "results.csv").read_text().splitlines()) == 5
+    for name in search_lib.search_report.PLOTS:
+        assert os.path.getsize(os.path.join(workdir, name)) > 1000
+    root = _events(os.path.join(workdir, "hparams"))["_hparams_/experiment"].experiment
+    assert [h.name for h in root.hparam_infos] == ["learning_rate", "dropout"]
+    assert root.hparam_infos[0].domain_interval.max_value == 1.0
+    assert [m.name.tag for m in root.metric_infos][:2] == ["val_loss", "epochs"]
+    run = _events(os.path.join(workdir, "hparams", str(best.number)))
+    start = run["_hparams_/session_start_info"].session_start_info
+    assert start.hparams["learning_rate"].number_value == best.params["learning_rate"]
+    assert run["_hparams_/session_end_info"].session_end_info.status == 1  # SUCCESS
+    assert float(run["val_loss"]) == pytest.approx(best.value, rel=1e-6)
 
 
-def test_search_grid_and_missing_metric(fake, tmp_path):
-    space = hp.parse_space(["learning_rate=choice(0.1, 0.01)", "dropout=choice(true, false)"])
-    summary = search.run_search(
-        _config(space=space, method="grid", trials=None,
-                extra_flags=["--no_val_metric", "--val_size=50"]),
-        str(tmp_path / "grid"), log=lambda s: None, env=fake)
-    assert [t["config"] for t in summary["trials"]] == [
-        {"learning_rate": 0.1, "dropout": True}, {"learning_rate": 0.1, "dropout": False},
-        {"learning_rate": 0.01, "dropout": True}, {"learning_rate": 0.01, "dropout": False}]
-    for t in summary["trials"]:
-        assert t["status"] == "failed"
-        assert "metric 'val_accuracy' missing from metrics.json" in t["error"]
-        assert "--val_size=50" in t["command"] and "--val_size=123" not in t["command"]
-    assert summary["best"] is None
+def test_pruner_stops_a_clearly_bad_trial(fake):
+    workdir = str(fake / "p")
+    config = _config(pruner="median", prune_startup_trials=2, trials=4)
+    search_lib.run_search(config, workdir, ["--bad_trials=2", "--bad_sleep=1", "--epochs=4",
+                                            "--ignore_sigterm"], log=lambda s: None)
+    trials = _study(workdir).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED] + [
+        TrialState.COMPLETE]
+    bad = trials[2]
+    assert bad.last_step == 0 and bad.user_attrs["epochs"] == 1
+    assert bad.value == pytest.approx(11.0)  # its epoch-0 value
+    # It ignores SIGTERM: killed after --stop_grace, long before its 4 s of epochs.
+    assert bad.user_attrs["seconds"] < 3.0
+    assert _gone(int((fake / "p" / "trials" / "2" / "pid").read_text()), wait=0.5)
+    history = json.loads((fake / "p" / "trials" / "2" / "metrics.json").read_text())
+    assert len(history["history"]["val_loss"]) < 4
 
 
-def test_search_main_guards(fake, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", fake["PYTHONPATH"])
+def test_grid_runs_every_point_once(fake):
+    workdir = str(fake / "g")
+    space = ("learning_rate=choice(0.1, 0.01)", "dropout=choice(true, false)")
+    summary = search_lib.run_search(_config(space=space, sampler="grid", trials=None),
+                                    workdir, log=lambda s: None)
+    points = sorted((t["params"]["learning_rate"], t["params"]["dropout"])
+                    for t in summary["trials"])
+    assert points == [(0.01, False), (0.01, True), (0.1, False), (0.1, True)]
+    assert summary["best"]["params"] == {"learning_rate": 0.1, "dropout": True} or \
+        summary["best"]["params"] == {"learning_rate": 0.1, "dropout": False}
+
+
+def _command(workdir, **kw):
+    c = _config(**kw)
+    args = [sys.executable, "-m", "train.search", "--binary=fake_trainer",
+            f"--workdir={workdir}", f"--trials={c.trials}", "--metric=val_loss",
+            "--mode=min", f"--sampler={c.sampler}", f"--pruner={c.pruner}",
+            "--val_size=123", f"--workers={c.workers}"]
+    args += [f"--space={s}" for s in c.space] + [f"--{k}={v}" for k, v in FAST.items()]
+    return args
+
+
+def _wait_for(path, timeout=90.0):
+    end = time.time() + timeout
+    while not os.path.exists(path):
+        assert time.time() < end, f"{path} did not appear"
+        time.sleep(0.1)
+
+
+def test_two_processes_share_one_study(fake):
+    """A search process with 2 workers and this one with 1 finish 6 trials together."""
+    workdir = str(fake / "w")
+    extra = ["--epochs=3", "--sleep=0.3"]
+    proc = subprocess.Popen(_command(workdir, trials=6, workers=2) + ["--"] + extra,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _wait_for(os.path.join(workdir, "trials", "0", "metrics.json"))
+    search_lib.run_search(_config(trials=6), workdir, extra, log=lambda s: None)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, out
+    trials = _study(workdir).trials
+    assert [t.number for t in trials] == list(range(6))  # exactly --trials, no duplicate
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted(_calls(workdir)) == [str(n) for n in range(6)]  # each ran once
+    assert len({t.params["learning_rate"] for t in trials}) == 6  # no shared random stream
+    by_pid = {}
+    for t in trials:
+        by_pid.setdefault(t.user_attrs["search_pid"], []).append(t)
+    assert set(by_pid) == {proc.pid, os.getpid()}
+    ours, theirs = by_pid[os.getpid()], by_pid[proc.pid]
+    assert any(a.datetime_start < b.datetime_complete and b.datetime_start <
+               a.datetime_complete for a in ours for b in theirs)  # overlapping trials
+
+
+def test_killed_search_is_continued_and_its_trial_rerun(fake):
+    workdir = str(fake / "k")
+    extra = ["--epochs=4", "--sleep=0.5"]
+    proc = subprocess.Popen(_command(workdir, trials=3) + ["--"] + extra,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(os.path.join(workdir, "trials", "1", "metrics.json"))
+    pid = int((fake / "k" / "trials" / "1" / "pid").read_text())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _gone(pid)  # the trial's process went with its search (PR_SET_PDEATHSIG)
+    assert _study(workdir).trials[1].state == TrialState.RUNNING
+    logs = []
+    search_lib.run_search(_config(trials=3), workdir, extra, log=logs.append)
+    trials = _study(workdir).trials
+    assert trials[1].state == TrialState.FAIL
+    rerun = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
+    assert len(rerun) == 1 and rerun[0].params == trials[1].params
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    assert trials[0].state == TrialState.COMPLETE and _calls(workdir).count("0") == 1
+    assert any("(rerun of trial 1)" in line for line in logs)
+
+
+def test_validation_only_guard(fake, capsys):
     base = ["search", "--binary=fake_trainer", "--space=learning_rate=uniform(0.05, 0.2)",
-            "--trials=2", f"--workdir={tmp_path / 's'}"]
-    assert search.main(base + ["--metric=test_accuracy"]) == 2
-    err = capsys.readouterr().err
-    assert "selects on the TEST set" in err
-    assert not os.path.exists(tmp_path / "s")
-    assert search.main(base + ["--metric=loss"]) == 2
-    assert "not a validation metric" in capsys.readouterr().err
-    assert search.main(base + ["--", "--val_size=0"]) == 2
-    assert "disables the validation split" in capsys.readouterr().err
+            "--trials=1", f"--workdir={fake / 'v'}"]
+    for args, message in [(["--metric=test_loss"], "selects on the TEST set"),
+                          (["--metric=test_loss", "--allow_non_validation_metric"],
+                           "selects on the TEST set"),
+                          (["--metric=loss"], "not a validation metric"),
+                          (["--", "--val_size=0"], "disables the validation split"),
+                          (["--val_size=0"], "--val_size=0 would train the trials"),
+                          (["--space=val_size=int(0, 10)"], "can be 0")]:
+        assert search.main(base + args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("train.search: error: ") and message in err
+        assert err.count("\n") == 1  # one line, no traceback
+    assert not os.path.exists(fake / "v")
     assert search.main(base + ["--space=lr=uniform(0, 1)"]) == 2
     assert "fake_trainer has no flag --lr" in capsys.readouterr().err
-    assert search.main(base + ["--", "--nope=1"]) == 2
-    assert "--nope: not flags of fake_trainer" in capsys.readouterr().err
-    assert search.main(base + ["--", "--workdir=x"]) == 2
-    assert "sets each trial's --workdir" in capsys.readouterr().err
-    assert search.main(base + ["--method=random", "--trials=0"]) == 2
-    assert search.main(base + ["--metric=test_accuracy",
-                               "--allow_non_validation_metric"]) == 2
-    assert "selects on the TEST set" in capsys.readouterr().err
-    # With the override a non-validation metric runs, after a loud warning.
-    assert search.main(base + ["--metric=train_loss", "--mode=min",
-                               "--allow_non_validation_metric"]) == 0
-    out = capsys.readouterr().out
-    assert "WARNING: selecting trials on 'train_loss'" in out
-    assert "best: trial_" in out
-    assert search.main(["search", "--binary=no_such_module_xyz", "--space=a=1",
-                        "--trials=1", f"--workdir={tmp_path / 'n'}"]) == 2
-    assert "cannot be run" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(os.environ.get("TFCORE_SLOW_TESTS") != "1",
-                    reason="real train.vat trials: ~1 min each on 2 CPU cores; set "
-                           "TFCORE_SLOW_TESTS=1 to run")
-def test_search_then_ensemble_over_train_vat(tmp_path, mnist_dir):
-    """2 trials of the real VAT binary (300 images, 2 steps, exported), then a
-    weighted ensemble of the two trials on their shared validation split."""
-    from train import ensemble  # pylint: disable=import-outside-toplevel
-    workdir = str(tmp_path / "vat_search")
-    config = search.SearchConfig(
-        binary="train.vat", space=hp.parse_space(["eps=uniform(0.5, 3)"]), trials=2,
-        val_size=100, extra_flags=["--train_limit=300", "--test_limit=100", "--steps=2",
-                                   "--batch_size=32", "--eval_batch_size=100",
-                                   "--export", f"--data_dir={mnist_dir}"])
-    summary = search.run_search(config, workdir, log=lambda s: None)
-    assert [t["status"] for t in summary["trials"]] == ["ok", "ok"], summary["trials"]
-    for t in summary["trials"]:
-        assert "--val_size=100" in t["command"]
-        assert 0.0 <= t["metrics"]["val_accuracy"] <= 1.0
-    assert summary["best"] is not None
-    result = ensemble.run_ensemble(ensemble.EnsembleConfig(
-        members=[os.path.join(workdir, "trial_*")], method="weighted",
-        data_dir=mnist_dir, test_limit=100), str(tmp_path / "ens"), log=lambda s: None)
-    assert (result["val_size"], result["split_seed"], result["num_val"]) == (100, 0, 100)
-    for row, t in zip(result["members"], summary["trials"]):
-        # the ensemble recomputes each member's validation accuracy from its SavedModel
-        assert row["val_accuracy"] == pytest.approx(t["metrics"]["val_accuracy"])
-        assert row["test_accuracy"] == pytest.approx(t["metrics"]["test_accuracy"])
+def test_rerun_with_other_settings_is_refused(fake, capsys):
+    base = ["search", "--binary=fake_trainer", "--space=learning_rate=uniform(0.05, 0.2)",
+            f"--workdir={fake / 'r'}", "--metric=val_loss", "--mode=min", "--sampler=random"]
+    assert search.main(base + ["--trials=1", "--", "--epochs=1"]) == 0
+    capsys.readouterr()
+    assert search.main(base + ["--trials=2", "--sampler=tpe", "--", "--epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "sampler: stored 'random', given 'tpe'" in err
+    assert "extra_flags: stored ['--epochs=1', '--val_size=5000'], given ['--epochs=2'," in err
+    assert len(_study(fake / "r").trials) == 1
+    assert search.main(base + ["--trials=2", "--", "--epochs=1"]) == 0  # more trials: on
+    assert len(_study(fake / "r").trials) == 2 and _calls(fake / "r") == ["0", "1"]
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("cmaes") is not None,
+                    reason="the cmaes package is installed")
+def test_cmaes_without_its_package_is_one_line(fake, capsys):
+    assert search.main(["search", "--binary=fake_trainer", "--space=learning_rate=uniform"
+                        "(0.05, 0.2)", "--trials=1", "--metric=val_loss", "--sampler=cmaes",
+                        f"--workdir={fake / 'c'}"]) == 2
+    assert "--sampler=cmaes needs the cmaes package" in capsys.readouterr().err
+
+
+def test_one_real_autoencoder_trial(tmp_path, mnist_dir, monkeypatch):
+    monkeypatch.setenv("TFCORE_DATA_DIR", mnist_dir)
+    workdir = str(tmp_path / "ae")
+    config = search_lib.SearchConfig(
+        binary="train.autoencoder", space=("learning_rate=loguniform(0.005, 0.05)",),
+        trials=1, metric="val_bce", mode="min", sampler="tpe", pruner="median",
+        val_size=200, **FAST)
+    summary = search_lib.run_search(config, workdir, [
+        "--model=conv", "--train_subset=1200", "--epochs=2", "--batch_size=100",
+        "--num_images=2"], log=lambda s: None)
+    (t,) = _study(workdir).trials
+    assert t.state == TrialState.COMPLETE, t.user_attrs.get("stderr_tail")
+    assert "--val_size=200" in t.user_attrs["command"]
+    metrics = json.loads((tmp_path / "ae" / "trials" / "0" / "metrics.json").read_text())
+    assert [t.intermediate_values[e] for e in (0, 1)] == pytest.approx(
+        metrics["history"]["val_bce"])
+    assert t.value == pytest.approx(metrics["history"]["val_bce"][-1])
+    assert 0.0 < t.value < 0.7 and summary["best"]["number"] == 0

@@ -1,7 +1,9 @@
-"""Hyperparameter search spaces, trial sampling and bookkeeping, HParams summaries.
+"""Hyperparameter search spaces on Optuna, the searched binary's flags, HParams.
 
-Pure functions behind `python -m train.search`; this module imports no TensorFlow
-(only the two summary writers at the end do).
+The parts of `python -m train.search` that do not run trials: the `--space` syntax,
+Optuna samplers and pruners for a space, the searched binary's flags (and the
+`--val_size` hand-off), reading a trial's metrics.json, the guard against selecting on
+test data, and TensorBoard HParams through TensorBoard's own `hparams` API.
 
 Search space: one entry per flag of the searched binary, `name=domain`:
 
@@ -16,47 +18,44 @@ Choice values are parsed as bool (`true` / `false`, any case), int, float, else
 string (quotes optional; quote a string with commas or parentheses). For grid search,
 `uniform`, `loguniform` and `int` take an optional third argument, the number of grid
 points (`uniform(0.5, 3, 4)`: 0.5, 1.33, 2.17, 3.0; log-spaced for `loguniform`;
-default `grid_points` of `grid_configs`). A space file (`parse_space_file`) is either
+default `grid_points` of `grid_values`). A space file (`parse_space_file`) is either
 a JSON object `{"name": "domain string" | [values] | value}` or a text file with one
 `name=domain` per line (`#` starts a comment).
 
-Sampling: `random_configs(space, n, seed)` draws trial i's values from a generator
-seeded by (seed, i), the flags in sorted name order, so trial i's configuration does
-not depend on `n` or on the order of the entries (a rerun with more trials keeps the
-first ones). `grid_configs` enumerates the cartesian product in entry order (the last
-entry varies fastest).
+Sampling is Optuna's: `Domain.suggest(trial, name)` asks an `optuna.Trial` for a value
+(`suggest_float(..., log=True)` for loguniform, `suggest_int`, `suggest_categorical`);
+`make_sampler` gives TPE / random / CMA-ES, each drawing trial n's values from a
+generator seeded by `trial_seed(seed, n)` (`TrialSeededSampler`), or a grid over
+`grid_values`; `make_pruner` the median or Hyperband pruner.
 
-Bookkeeping: `trial_name(i)` ('trial_007'), `find_metric(metrics, name)` (a top-level
-key of a binary's metrics.json, else its `final` dict), `metrics_complete`,
-`best_trial`, `check_selection_metric` (the guard against tuning on the test set),
-`results_markdown` / `results_csv`.
+The binary: `binary_flags` (its absl flags from `--helpxml`), `check_against_flags`,
+`trial_flags` (the extra flags every trial gets, with `--val_size`), `config_to_flags`.
+A trial's metrics.json (`tfcore.training.metrics_io`): `find_metric`,
+`numeric_metrics`, `metrics_problem`, `report_epochs` (its per-epoch `history` of the
+metric to `trial.report`). `check_selection_metric`: a `test*` metric is refused.
 
-HParams (TensorBoard's hparams plugin, `tensorboard/plugins/hparams/api.proto` and
-`plugin_data.proto`): TF 2.21 does not install the `tensorboard` package, so
-`tensorboard.plugins.hparams.api` is not available; the messages are built here from
-descriptors with the same package, field numbers and types (`proto_classes`), and
-written in the layout that api uses (plugin name 'hparams', its tags, an empty float
-tensor as the value, step 0):
-`write_hparams_config(logdir, ...)` puts the `Experiment` (tag
-`_hparams_/experiment`) in the root run, `write_trial_hparams(logdir/trial_NNN, ...)`
-a session's `SessionStartInfo`, its metrics as 'scalars' summaries and a
-`SessionEndInfo`. `pip install tensorboard` and `tensorboard --logdir=<dir>` shows
-them in the HParams tab.
+HParams: `write_hparams_config(logdir, space, metrics)` writes the experiment (the
+hparams with their domains, the metrics) into the root run with
+`tensorboard.plugins.hparams.api.hparams_config`, and `write_trial_hparams(logdir /
+<trial>, ...)` one session: `api.hparams` (its values), its metrics as scalars and a
+`SessionEndInfo` (`tensorboard.plugins.hparams.summary.session_end_pb`). View with
+`tensorboard --logdir=<dir>` (HParams tab).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import glob
-import io
-import itertools
 import json
 import math
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import optuna
 
 Value = Union[bool, int, float, str]
 
@@ -78,8 +77,9 @@ class Choice:
         """'bool', 'number' or 'string'."""
         return _value_kind(self.values[0])
 
-    def sample(self, rng: np.random.Generator) -> Value:
-        return self.values[int(rng.integers(len(self.values)))]
+    def suggest(self, trial: Any, name: str) -> Value:
+        """`trial.suggest_categorical(name, values)` (an `optuna.Trial`)."""
+        return trial.suggest_categorical(name, list(self.values))
 
     def grid(self, grid_points: int) -> List[Value]:
         del grid_points
@@ -99,8 +99,8 @@ class Uniform:
     def kind(self) -> str:
         return "number"
 
-    def sample(self, rng: np.random.Generator) -> float:
-        return float(self.low + (self.high - self.low) * rng.random())
+    def suggest(self, trial: Any, name: str) -> float:
+        return float(trial.suggest_float(name, self.low, self.high))
 
     def grid(self, grid_points: int) -> List[float]:
         return [float(v) for v in np.linspace(self.low, self.high,
@@ -120,9 +120,8 @@ class LogUniform:
     def kind(self) -> str:
         return "number"
 
-    def sample(self, rng: np.random.Generator) -> float:
-        lo, hi = math.log(self.low), math.log(self.high)
-        return float(math.exp(lo + (hi - lo) * rng.random()))
+    def suggest(self, trial: Any, name: str) -> float:
+        return float(trial.suggest_float(name, self.low, self.high, log=True))
 
     def grid(self, grid_points: int) -> List[float]:
         return [float(v) for v in np.geomspace(self.low, self.high,
@@ -142,8 +141,8 @@ class IntUniform:
     def kind(self) -> str:
         return "number"
 
-    def sample(self, rng: np.random.Generator) -> int:
-        return int(rng.integers(self.low, self.high + 1))
+    def suggest(self, trial: Any, name: str) -> int:
+        return int(trial.suggest_int(name, self.low, self.high))
 
     def grid(self, grid_points: int) -> List[int]:
         n = self.grid_points or grid_points
@@ -418,46 +417,23 @@ def describe_space(space: Space) -> Dict[str, str]:
     return {name: d.describe() for name, d in space.items()}
 
 
-# -- sampling ----------------------------------------------------------------------
+# -- grids -------------------------------------------------------------------------
 
-def random_configs(space: Space, num_trials: int, seed: int) -> List[Dict[str, Value]]:
-    """`num_trials` random configurations; trial i's from PCG64 seeded by (seed, i).
-
-    Flags are drawn in sorted name order, so a configuration depends only on the
-    seed, the trial index and the domains.
-    """
-    if not isinstance(num_trials, int) or num_trials < 1:
-        raise ValueError(f"--trials must be a positive integer, got {num_trials!r}")
-    if not space:
-        raise ValueError("the search space is empty: give at least one --space entry "
-                         "or a --space_file")
-    configs = []
-    for i in range(num_trials):
-        rng = np.random.Generator(np.random.PCG64([int(seed) % 2 ** 32, i]))
-        drawn = {name: space[name].sample(rng) for name in sorted(space)}
-        configs.append({name: drawn[name] for name in space})
-    return configs
+def grid_values(space: Space, grid_points: int = 3) -> Dict[str, List[Value]]:
+    """{name: the values a grid search tries}: a choice's values; `grid_points` (or the
+    domain's own third argument) points of a range: linspace for uniform / int,
+    geomspace for loguniform. The grid is their cartesian product."""
+    if not isinstance(grid_points, int) or grid_points < 2:
+        raise ValueError(f"--grid_points must be an integer >= 2, got {grid_points!r}")
+    return {name: domain.grid(grid_points) for name, domain in space.items()}
 
 
 def grid_size(space: Space, grid_points: int = 3) -> int:
-    return int(np.prod([len(d.grid(grid_points)) for d in space.values()]))
+    """The number of points of the grid (the product of `grid_values`' lengths)."""
+    return int(np.prod([len(v) for v in grid_values(space, grid_points).values()]))
 
 
-def grid_configs(space: Space, grid_points: int = 3) -> List[Dict[str, Value]]:
-    """Every combination (cartesian product, last entry fastest).
-
-    Continuous domains contribute `grid_points` values (or their own third
-    argument): linspace for uniform / int, geomspace for loguniform.
-    """
-    if not isinstance(grid_points, int) or grid_points < 2:
-        raise ValueError(f"--grid_points must be an integer >= 2, got {grid_points!r}")
-    if not space:
-        raise ValueError("the search space is empty: give at least one --space entry "
-                         "or a --space_file")
-    names = list(space)
-    axes = [space[n].grid(grid_points) for n in names]
-    return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
-
+# -- the searched binary's flags ----------------------------------------------------
 
 def check_against_flags(space: Space, binary_flags: Mapping[str, str],
                         binary: str) -> None:
@@ -496,11 +472,199 @@ def config_to_flags(config: Mapping[str, Value]) -> List[str]:
     return out
 
 
-# -- trials ------------------------------------------------------------------------
+def _flag_names(args: Sequence[str]) -> Dict[str, Optional[str]]:
+    """{'lr': '0.1', 'export': None} from ['--lr=0.1', '--export'] (extra flags)."""
+    out: Dict[str, Optional[str]] = {}
+    for a in args:
+        if not a.startswith("--") or len(a) < 3:
+            raise ValueError(f"extra flag (after --) {a!r}: expected --name=value or "
+                             f"--name")
+        name, _, value = a[2:].partition("=")
+        out[name] = value if "=" in a else None
+    return out
 
-def trial_name(index: int) -> str:
-    return f"trial_{index:03d}"
 
+def binary_flags(binary: str, env: Optional[Mapping[str, str]] = None
+                 ) -> Optional[Dict[str, str]]:
+    """{flag name: absl type} from `python -m <binary> --helpxml`; None when the
+    output holds no absl flag list. Raises ValueError when the module cannot run."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", binary, "--helpxml"],
+                              capture_output=True, text=True, timeout=300,
+                              env=dict(env) if env is not None else None)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"--binary={binary}: --helpxml did not answer in 300 s") from None
+    start = proc.stdout.find("<?xml")
+    if start < 0:
+        lines = [s for s in (proc.stderr or proc.stdout).splitlines() if s.strip()]
+        if proc.returncode != 0:
+            raise ValueError(f"--binary={binary} cannot be run (exit code "
+                             f"{proc.returncode}): {lines[-1] if lines else ''}")
+        return None
+    try:
+        root = ElementTree.fromstring(proc.stdout[start:])
+    except ElementTree.ParseError:
+        return None
+    return {f.findtext("name"): f.findtext("type") or "string"
+            for f in root.iter("flag") if f.findtext("name")}
+
+
+def trial_flags(binary: str, space: Space, extra_flags: Sequence[str], val_flag: str,
+                val_size: int, env: Optional[Mapping[str, str]] = None
+                ) -> Tuple[List[str], List[str]]:
+    """(flags every trial gets after the sampled ones, warnings).
+
+    `extra_flags` (`--name[=value]`) are checked against the binary's flags (from
+    --helpxml), as is the space; `--<val_flag>=<val_size>` is added when the binary
+    has that flag and neither the space nor `extra_flags` set it.
+
+    Raises:
+      ValueError: a flag the binary lacks, --workdir given, a flag both in the space and
+        in `extra_flags`, or a validation split that can be 0 (no held-out data).
+    """
+    given = _flag_names(extra_flags)
+    for source, names in (("extra flag --workdir", given),
+                          ("search space entry 'workdir'", space)):
+        if "workdir" in names:
+            raise ValueError(f"{source}: the search sets each trial's --workdir itself")
+    both = sorted(set(given) & set(space))
+    if both:
+        raise ValueError(f"flag(s) {', '.join('--' + b for b in both)} given both in "
+                         f"the search space and after --")
+    known = binary_flags(binary, env)
+    if known is not None:
+        check_against_flags(space, known, binary)
+        unknown = [n for n in given if n not in known
+                   and not (n.startswith("no") and n[2:] in known)]
+        if unknown:
+            raise ValueError(f"extra flag(s) {', '.join('--' + n for n in unknown)}: "
+                             f"not flags of {binary}")
+    extra = list(extra_flags)
+    if not val_flag:
+        return extra, ["--val_flag is empty: make sure the binary's val_* metrics come "
+                       "from data held out of training."]
+    if val_flag in space:
+        domain = space[val_flag]
+        if 0 in (domain.values if isinstance(domain, Choice) else (domain.low,)):
+            raise ValueError(f"search space entry {val_flag!r} can be 0, which disables "
+                             f"the validation split; selection needs held-out data")
+        return extra, []
+    if val_flag in given:
+        if (given[val_flag] or "").strip() in ("0", "0.0"):
+            raise ValueError(f"extra flag --{val_flag}={given[val_flag]} disables the "
+                             f"validation split: selecting on it would have no held-out "
+                             f"data")
+        return extra, []
+    if known is None or val_flag not in known:
+        return extra, [f"{binary} has no --{val_flag} flag (or lists no flags): make "
+                       f"sure its val_* metrics come from data held out of training."]
+    if val_size == 0:
+        raise ValueError(f"--val_size=0 would train the trials of {binary} without a "
+                         f"validation split; selection needs held-out data")
+    return extra + [f"--{val_flag}={val_size}"], []
+
+
+# -- Optuna samplers and pruners ---------------------------------------------------
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes")
+PRUNERS = ("none", "median", "hyperband")
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of trial `number`'s random draws: SeedSequence((seed, number))."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """`make(trial_seed(seed, n))`: a fresh sampler for each trial n.
+
+    TPE, random and CMA-ES read their model from the study's trials, so only the random
+    stream changes: trial n draws the same values whichever worker, process or machine
+    runs it, and concurrent workers never share a stream (a seeded sampler object per
+    process would hand two machines the same draws). Not shared between threads.
+    """
+
+    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler], seed: int):
+        self._make, self._seed = make, seed
+        self._inner = make(seed)
+
+    def before_trial(self, study, trial):
+        self._inner = self._make(trial_seed(self._seed, trial.number))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._inner.sample_independent(study, trial, param_name,
+                                              param_distribution)
+
+    def after_trial(self, study, trial, state, values):
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self):
+        self._inner.reseed_rng()
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its `study.stop()` (valid only inside
+    `Study.optimize`; the search's workers count the grid themselves)."""
+
+    def after_trial(self, study, trial, state, values):
+        del study, trial, state, values
+
+
+def make_sampler(name: str, space: Space, seed: int = 0, grid_points: int = 3,
+                 startup_trials: int = 10) -> optuna.samplers.BaseSampler:
+    """A sampler for `space`: 'grid' (the points of `grid_values`, in an order fixed by
+    `seed`), else 'tpe' (constant liar for concurrent trials), 'random' or 'cmaes'
+    (`startup_trials` random trials first), each as a `TrialSeededSampler`.
+
+    Raises:
+      ValueError: an unknown name, or 'cmaes' without the `cmaes` package.
+    """
+    if name not in SAMPLERS:
+        raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    if name == "grid":
+        return GridSampler(grid_values(space, grid_points), seed=seed)
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        except ImportError:
+            raise ValueError("--sampler=cmaes needs the cmaes package (pip install "
+                             "cmaes)") from None
+
+    def make(s: int) -> optuna.samplers.BaseSampler:
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=s)
+        if name == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=s, n_startup_trials=startup_trials,
+                                                warn_independent_sampling=False)
+        return optuna.samplers.TPESampler(seed=s, constant_liar=True,
+                                          n_startup_trials=startup_trials)
+    return TrialSeededSampler(make, seed)
+
+
+def make_pruner(name: str, startup_trials: int = 5,
+                warmup_epochs: int = 0) -> optuna.pruners.BasePruner:
+    """'median' (Optuna's MedianPruner: stop a trial whose epoch value is worse than
+    the median of earlier trials at that epoch, once `startup_trials` trials finished
+    and after `warmup_epochs`), 'hyperband' (HyperbandPruner, min resource 1 epoch,
+    reduction factor 3) or 'none'."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials,
+                                           n_warmup_steps=warmup_epochs)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
+
+
+# -- a trial's metrics.json ---------------------------------------------------------
 
 def find_metric(metrics: Optional[Mapping[str, Any]], name: str) -> Optional[float]:
     """The finite number `metrics[name]`, else `metrics['final'][name]`, else None."""
@@ -531,15 +695,23 @@ def numeric_metrics(metrics: Optional[Mapping[str, Any]]) -> Dict[str, float]:
 DONE_STATUSES = ("done", "stopped_early")
 
 
-def metrics_complete(metrics: Optional[Mapping[str, Any]], metric: str) -> bool:
-    """True when a metrics.json is final (no `status`, or done / stopped_early) and
-    holds `metric` as a finite number."""
+def metrics_problem(metrics: Optional[Mapping[str, Any]], metric: str) -> Optional[str]:
+    """None when a metrics.json is final (no `status`, or done / stopped_early) and
+    holds `metric` as a finite number; else what is wrong, in words."""
     if not isinstance(metrics, Mapping):
-        return False
+        return "no metrics.json written"
     status = metrics.get("status")
     if status is not None and status not in DONE_STATUSES:
-        return False
-    return find_metric(metrics, metric) is not None
+        return f"metrics.json has status {status!r}"
+    if find_metric(metrics, metric) is None:
+        names = ", ".join(sorted(numeric_metrics(metrics))) or "none"
+        return f"metric {metric!r} missing from metrics.json (numeric: {names})"
+    return None
+
+
+def metrics_complete(metrics: Optional[Mapping[str, Any]], metric: str) -> bool:
+    """True when `metrics_problem` finds nothing wrong."""
+    return metrics_problem(metrics, metric) is None
 
 
 def read_json(path: str) -> Optional[Any]:
@@ -549,6 +721,22 @@ def read_json(path: str) -> Optional[Any]:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def report_epochs(trial: Any, path: str, metric: str, reported: int) -> int:
+    """Reports to `trial` (an `optuna.Trial`) each epoch of the metrics.json at `path`
+    past the first `reported`: `trial.report(history[metric][e], e)` (NaN where the
+    value is missing: diverged); returns how many epochs are reported now."""
+    metrics = read_json(path)
+    history = metrics.get("history") if isinstance(metrics, dict) else None
+    values = history.get(metric) if isinstance(history, dict) else None
+    if not isinstance(values, list):
+        return reported
+    for epoch in range(reported, len(values)):
+        v = values[epoch]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        trial.report(float(v) if ok else float("nan"), epoch)
+    return max(reported, len(values))
 
 
 def check_selection_metric(metric: str, allow_non_validation: bool = False) -> List[str]:
@@ -585,313 +773,71 @@ def check_selection_metric(metric: str, allow_non_validation: bool = False) -> L
     return []
 
 
-def best_trial(trials: Sequence[Mapping[str, Any]], metric: str,
-               mode: str = "max") -> Optional[Mapping[str, Any]]:
-    """The completed trial with the best `metric` (ties: the lowest index)."""
-    if mode not in ("max", "min"):
-        raise ValueError(f"--mode must be 'max' or 'min', got {mode!r}")
-    best, best_value = None, None
-    for t in trials:
-        if t.get("status") != "ok":
-            continue
-        v = find_metric(t.get("metrics"), metric)
-        if v is None:
-            continue
-        if best is None or (v > best_value if mode == "max" else v < best_value):
-            best, best_value = t, v
-    return best
+# -- TensorBoard HParams (tensorboard.plugins.hparams) -------------------------------
+
+def _hparam(name: str, domain: Domain):
+    from tensorboard.plugins.hparams import api  # pylint: disable=import-outside-toplevel
+    if isinstance(domain, Choice):
+        values = list(domain.values)
+        if domain.kind() == "number":  # TensorBoard's Discrete wants one dtype
+            values = [float(v) for v in values]
+        return api.HParam(name, api.Discrete(values))
+    if isinstance(domain, IntUniform):
+        return api.HParam(name, api.IntInterval(domain.low, domain.high))
+    return api.HParam(name, api.RealInterval(float(domain.low), float(domain.high)))
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
-
-
-def result_columns(trials: Sequence[Mapping[str, Any]], space_names: Sequence[str],
-                   metric: str) -> Tuple[List[str], List[str]]:
-    """(hparam columns, metric columns): the selection metric first, then the other
-    val_* and test_* metrics found in any trial, sorted."""
-    found = set()
-    for t in trials:
-        for k in numeric_metrics(t.get("metrics")):
-            if k != metric and (k.startswith("val_") or k.startswith("test_")):
-                found.add(k)
-    return list(space_names), [metric] + sorted(found)
-
-
-def results_rows(trials: Sequence[Mapping[str, Any]], space_names: Sequence[str],
-                 metric: str) -> Tuple[List[str], List[List[Any]]]:
-    """Header and rows of the results table (one row per trial)."""
-    hp_cols, metric_cols = result_columns(trials, space_names, metric)
-    header = ["trial", "status"] + hp_cols + metric_cols + ["seconds"]
-    rows = []
-    for t in trials:
-        values = numeric_metrics(t.get("metrics"))
-        cfg = t.get("config", {})
-        rows.append([t.get("name"), t.get("status")] + [cfg.get(c) for c in hp_cols]
-                    + [values.get(c) for c in metric_cols] + [t.get("seconds")])
-    return header, rows
-
-
-def results_markdown(trials: Sequence[Mapping[str, Any]], space_names: Sequence[str],
-                     metric: str, mode: str, best_name: Optional[str] = None) -> str:
-    """A markdown table of the trials; the best one marked with '*'."""
-    header, rows = results_rows(trials, space_names, metric)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [_fmt(c) for c in row]
-        if best_name is not None and row[0] == best_name:
-            cells[0] += " *"
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(f"Selection: {mode} of {metric}" +
-                 (f"; best (*): {best_name}" if best_name else "; no completed trial"))
-    return "\n".join(lines) + "\n"
-
-
-def results_csv(trials: Sequence[Mapping[str, Any]], space_names: Sequence[str],
-                metric: str) -> str:
-    header, rows = results_rows(trials, space_names, metric)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for row in rows:
-        w.writerow(["" if c is None else (format_value(c) if isinstance(c, (bool, float))
-                                          else c) for c in row])
-    return buf.getvalue()
-
-
-# -- HParams protos (tensorboard.hparams, built from descriptors) ----------------------
-
-PLUGIN_NAME = "hparams"
-PLUGIN_DATA_VERSION = 0
-EXPERIMENT_TAG = "_hparams_/experiment"
-SESSION_START_INFO_TAG = "_hparams_/session_start_info"
-SESSION_END_INFO_TAG = "_hparams_/session_end_info"
-
-DATA_TYPE_STRING, DATA_TYPE_BOOL, DATA_TYPE_FLOAT64 = 1, 2, 3
-DATASET_UNKNOWN, DATASET_TRAINING, DATASET_VALIDATION = 0, 1, 2
-STATUS_UNKNOWN, STATUS_SUCCESS, STATUS_FAILURE, STATUS_RUNNING = 0, 1, 2, 3
-
-_PROTO_CLASSES: Dict[str, Any] = {}
-
-
-def proto_classes() -> Dict[str, Any]:
-    """Message classes of the hparams plugin's protos (the fields written here).
-
-    Field numbers and types follow tensorboard/plugins/hparams/api.proto and
-    plugin_data.proto (package `tensorboard.hparams`), so bytes written with them
-    are read by TensorBoard's hparams plugin. Returns {'Experiment', 'HParamInfo',
-    'Interval', 'MetricName', 'MetricInfo', 'HParamsPluginData', 'SessionStartInfo',
-    'SessionEndInfo'}.
-    """
-    if _PROTO_CLASSES:
-        return _PROTO_CLASSES
-    # pylint: disable=import-outside-toplevel
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, struct_pb2
-    F = descriptor_pb2.FieldDescriptorProto
-    pool = descriptor_pool.DescriptorPool()
-    struct_file = descriptor_pb2.FileDescriptorProto()
-    struct_pb2.DESCRIPTOR.CopyToProto(struct_file)
-    pool.Add(struct_file)
-
-    fd = descriptor_pb2.FileDescriptorProto(
-        name="tfcore/tensorboard_hparams.proto", package="tensorboard.hparams",
-        syntax="proto3", dependency=["google/protobuf/struct.proto"])
-
-    def enum(name, values):
-        e = fd.enum_type.add(name=name)
-        for i, v in enumerate(values):
-            e.value.add(name=v, number=i)
-
-    enum("DataType", ["DATA_TYPE_UNSET", "DATA_TYPE_STRING", "DATA_TYPE_BOOL",
-                      "DATA_TYPE_FLOAT64"])
-    enum("DatasetType", ["DATASET_UNKNOWN", "DATASET_TRAINING", "DATASET_VALIDATION"])
-    enum("Status", ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
-                    "STATUS_RUNNING"])
-
-    def message(name, fields, oneofs=()):
-        m = fd.message_type.add(name=name)
-        for o in oneofs:
-            m.oneof_decl.add(name=o)
-        for spec in fields:
-            fname, number, ftype = spec[:3]
-            type_name = spec[3] if len(spec) > 3 else None
-            label = F.LABEL_REPEATED if (len(spec) > 4 and spec[4] == "repeated") \
-                else F.LABEL_OPTIONAL
-            f = m.field.add(name=fname, number=number, type=ftype, label=label)
-            if type_name:
-                f.type_name = type_name
-            if len(spec) > 4 and spec[4] not in ("repeated", None):
-                f.oneof_index = list(oneofs).index(spec[4])
-        return m
-
-    T = F
-    message("Interval", [("min_value", 1, T.TYPE_DOUBLE), ("max_value", 2, T.TYPE_DOUBLE)])
-    message("MetricName", [("group", 1, T.TYPE_STRING), ("tag", 2, T.TYPE_STRING)])
-    message("HParamInfo", [
-        ("name", 1, T.TYPE_STRING), ("display_name", 2, T.TYPE_STRING),
-        ("description", 3, T.TYPE_STRING),
-        ("type", 4, T.TYPE_ENUM, ".tensorboard.hparams.DataType"),
-        ("domain_discrete", 5, T.TYPE_MESSAGE, ".google.protobuf.ListValue", "domain"),
-        ("domain_interval", 6, T.TYPE_MESSAGE, ".tensorboard.hparams.Interval", "domain"),
-    ], oneofs=("domain",))
-    message("MetricInfo", [
-        ("name", 1, T.TYPE_MESSAGE, ".tensorboard.hparams.MetricName"),
-        ("display_name", 3, T.TYPE_STRING), ("description", 4, T.TYPE_STRING),
-        ("dataset_type", 5, T.TYPE_ENUM, ".tensorboard.hparams.DatasetType"),
-    ])
-    message("Experiment", [
-        ("name", 6, T.TYPE_STRING), ("description", 1, T.TYPE_STRING),
-        ("user", 2, T.TYPE_STRING), ("time_created_secs", 3, T.TYPE_DOUBLE),
-        ("hparam_infos", 4, T.TYPE_MESSAGE, ".tensorboard.hparams.HParamInfo", "repeated"),
-        ("metric_infos", 5, T.TYPE_MESSAGE, ".tensorboard.hparams.MetricInfo", "repeated"),
-    ])
-    start = message("SessionStartInfo", [
-        ("hparams", 1, T.TYPE_MESSAGE,
-         ".tensorboard.hparams.SessionStartInfo.HparamsEntry", "repeated"),
-        ("model_uri", 2, T.TYPE_STRING), ("monitor_url", 3, T.TYPE_STRING),
-        ("group_name", 4, T.TYPE_STRING), ("start_time_secs", 5, T.TYPE_DOUBLE),
-    ])
-    entry = start.nested_type.add(name="HparamsEntry")
-    entry.options.map_entry = True
-    entry.field.add(name="key", number=1, type=T.TYPE_STRING, label=F.LABEL_OPTIONAL)
-    entry.field.add(name="value", number=2, type=T.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
-                    type_name=".google.protobuf.Value")
-    message("SessionEndInfo", [
-        ("status", 1, T.TYPE_ENUM, ".tensorboard.hparams.Status"),
-        ("end_time_secs", 2, T.TYPE_DOUBLE),
-    ])
-    message("HParamsPluginData", [
-        ("version", 1, T.TYPE_INT32),
-        ("experiment", 2, T.TYPE_MESSAGE, ".tensorboard.hparams.Experiment", "data"),
-        ("session_start_info", 3, T.TYPE_MESSAGE, ".tensorboard.hparams.SessionStartInfo",
-         "data"),
-        ("session_end_info", 4, T.TYPE_MESSAGE, ".tensorboard.hparams.SessionEndInfo",
-         "data"),
-    ], oneofs=("data",))
-    pool.Add(fd)
-    for name in ("Experiment", "HParamInfo", "Interval", "MetricName", "MetricInfo",
-                 "HParamsPluginData", "SessionStartInfo", "SessionEndInfo"):
-        desc = pool.FindMessageTypeByName(f"tensorboard.hparams.{name}")
-        _PROTO_CLASSES[name] = message_factory.GetMessageClass(desc)
-    return _PROTO_CLASSES
-
-
-def _set_value(pb_value, v: Value) -> None:
-    """Fills a google.protobuf.Value as TensorBoard does (bool, number, string)."""
-    if isinstance(v, bool):
-        pb_value.bool_value = v
-    elif isinstance(v, (int, float)):
-        pb_value.number_value = float(v)
-    else:
-        pb_value.string_value = str(v)
-
-
-def experiment_plugin_data(space: Space, metrics: Sequence[str],
-                           time_created_secs: float = 0.0,
-                           description: str = "") -> bytes:
-    """Serialized `HParamsPluginData{experiment}`: hparam infos with their domains
-    (discrete lists for choices, intervals for ranges) and metric infos."""
-    c = proto_classes()
-    exp = c["Experiment"](description=description, time_created_secs=time_created_secs)
-    for name, domain in space.items():
-        info = exp.hparam_infos.add(name=name)
-        kind = domain.kind()
-        if isinstance(domain, Choice):
-            info.type = {"bool": DATA_TYPE_BOOL, "number": DATA_TYPE_FLOAT64,
-                         "string": DATA_TYPE_STRING}[kind]
-            for v in sorted(domain.values):  # sorted, as hp.Discrete does
-                _set_value(info.domain_discrete.values.add(), v)
-        else:
-            info.type = DATA_TYPE_FLOAT64
-            info.domain_interval.min_value = float(domain.low)
-            info.domain_interval.max_value = float(domain.high)
-    for m in metrics:
-        dataset = DATASET_VALIDATION if m.startswith("val_") else DATASET_UNKNOWN
-        exp.metric_infos.add(name=c["MetricName"](tag=m), dataset_type=dataset)
-    data = c["HParamsPluginData"](version=PLUGIN_DATA_VERSION)
-    data.experiment.CopyFrom(exp)
-    return data.SerializeToString()
-
-
-def session_start_plugin_data(config: Mapping[str, Value], group_name: str = "",
-                              start_time_secs: float = 0.0, model_uri: str = "") -> bytes:
-    c = proto_classes()
-    data = c["HParamsPluginData"](version=PLUGIN_DATA_VERSION)
-    info = data.session_start_info
-    info.group_name = group_name
-    info.start_time_secs = float(start_time_secs)
-    info.model_uri = model_uri
-    for name, v in config.items():
-        _set_value(info.hparams[name], v)
-    return data.SerializeToString()
-
-
-def session_end_plugin_data(ok: bool, end_time_secs: float = 0.0) -> bytes:
-    c = proto_classes()
-    data = c["HParamsPluginData"](version=PLUGIN_DATA_VERSION)
-    data.session_end_info.status = STATUS_SUCCESS if ok else STATUS_FAILURE
-    data.session_end_info.end_time_secs = float(end_time_secs)
-    return data.SerializeToString()
-
-
-def parse_plugin_data(content: bytes):
-    """`HParamsPluginData` from a summary's plugin content (tests, scripts)."""
-    return proto_classes()["HParamsPluginData"].FromString(content)
-
-
-# -- writing (TensorFlow) ----------------------------------------------------------
-
-def _clear_events(logdir: str) -> None:
-    for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
-        os.remove(path)
-
-
-def _write_plugin_summaries(logdir: str, items: Sequence[Tuple[str, bytes]],
-                            scalars: Mapping[str, float] = (), step: int = 0) -> None:
+def _fresh_writer(logdir: str):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     os.makedirs(logdir, exist_ok=True)
-    _clear_events(logdir)
-    writer = tf.summary.create_file_writer(logdir)
-    with writer.as_default():
-        for tag, content in items:
-            md = tf.compat.v1.SummaryMetadata()
-            md.plugin_data.plugin_name = PLUGIN_NAME
-            md.plugin_data.content = content
-            tf.summary.write(tag, tf.zeros([0], tf.float32), step=step, metadata=md)
-        for name, value in dict(scalars).items():
-            md = tf.compat.v1.SummaryMetadata()
-            md.plugin_data.plugin_name = "scalars"
-            md.data_class = 1  # DATA_CLASS_SCALAR
-            tf.summary.write(name, tf.constant(float(value), tf.float32), step=step,
-                             metadata=md)
-    writer.close()
+    for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+        os.remove(path)  # one current summary per run: rewritten, not appended
+    return tf.summary.create_file_writer(logdir)
 
 
 def write_hparams_config(logdir: str, space: Space, metrics: Sequence[str],
-                         time_created_secs: float = 0.0, description: str = "") -> None:
-    """Writes (replacing earlier ones) the experiment summary into `logdir`'s root run,
-    like `hp.hparams_config(hparams=..., metrics=...)`."""
-    _write_plugin_summaries(logdir, [(EXPERIMENT_TAG, experiment_plugin_data(
-        space, metrics, time_created_secs, description))])
+                         time_created_secs: Optional[float] = None) -> None:
+    """Writes (replacing earlier ones) the experiment into `logdir`'s root run:
+    `api.hparams_config` with one `HParam` per space entry (Discrete for a choice,
+    IntInterval / RealInterval for a range) and one `Metric` per name (VALIDATION for
+    `val_*`)."""
+    from tensorboard.plugins.hparams import api  # pylint: disable=import-outside-toplevel
+    hparams = [_hparam(name, domain) for name, domain in space.items()]
+    metric_infos = [api.Metric(m, dataset_type=api.Metric.VALIDATION if
+                               m.startswith("val_") else None) for m in metrics]
+    writer = _fresh_writer(logdir)
+    with writer.as_default():
+        api.hparams_config(hparams=hparams, metrics=metric_infos,
+                           time_created_secs=time_created_secs)
+    writer.close()
 
 
-def write_trial_hparams(logdir: str, config: Mapping[str, Value],
-                        metrics: Mapping[str, float], ok: bool,
-                        start_time_secs: float = 0.0, end_time_secs: float = 0.0,
-                        group_name: str = "", model_uri: str = "") -> None:
+HPARAMS_STATUS = ("success", "failure", "running", "unknown")
+
+
+def write_trial_hparams(logdir: str, values: Mapping[str, Value],
+                        metrics: Mapping[str, float], status: str, trial_id: str,
+                        start_time_secs: Optional[float] = None,
+                        end_time_secs: Optional[float] = None) -> None:
     """Writes (replacing earlier ones) one session into its run directory `logdir`:
-    `hp.hparams(config)`'s SessionStartInfo, each metric as a scalar at step 0 (the
-    tag the experiment's MetricInfo names), and a SessionEndInfo (success/failure)."""
-    _write_plugin_summaries(
-        logdir,
-        [(SESSION_START_INFO_TAG, session_start_plugin_data(
-            config, group_name, start_time_secs, model_uri)),
-         (SESSION_END_INFO_TAG, session_end_plugin_data(ok, end_time_secs))],
-        scalars=metrics)
+    `api.hparams(values, trial_id)`, each metric as a scalar at step 0 (the tags the
+    experiment names) and, unless `status` is 'running', a SessionEndInfo with
+    `status` ('success', 'failure' or 'unknown')."""
+    # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api, api_pb2
+    from tensorboard.plugins.hparams import summary as hp_summary
+    if status not in HPARAMS_STATUS:
+        raise ValueError(f"status must be one of {', '.join(HPARAMS_STATUS)}, got "
+                         f"{status!r}")
+    writer = _fresh_writer(logdir)
+    with writer.as_default():
+        api.hparams(dict(values), trial_id=trial_id, start_time_secs=start_time_secs)
+        for name, value in metrics.items():
+            tf.summary.scalar(name, float(value), step=0)
+        if status != "running":
+            code = {"success": api_pb2.STATUS_SUCCESS, "failure": api_pb2.STATUS_FAILURE,
+                    "unknown": api_pb2.STATUS_UNKNOWN}[status]
+            pb = hp_summary.session_end_pb(code, end_time_secs)
+            tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=0)
+    writer.close()
