@@ -54,12 +54,13 @@ from typing import Callable, List, Optional, Tuple, Union
 import tensorflow as tf
 
 import tfcore
-from tfcore import activations, losses
+from tfcore import activations, checks, losses
 from tfcore.training import distribute, lr_schedule
-from tfcore.layer import Layer, check_positive_int
+from tfcore.layer import Layer
 from tfcore.tied_dense import TiedDense
 
 IMAGE_SHAPE = (28, 28, 1)
+MODELS = ("dense", "conv")
 DECODERS = ("transpose", "upsample")
 
 
@@ -123,12 +124,10 @@ class DenseAutoencoder(_Autoencoder):
     def __init__(self, hidden: int = 625, hidden_activation: Union[str, Callable] = "sigmoid",
                  tied: bool = False, name: Optional[str] = "dense_autoencoder"):
         super().__init__(name=name)
-        self.hidden = check_positive_int(hidden, "DenseAutoencoder hidden")
+        self.hidden = checks.check_int(hidden, "DenseAutoencoder hidden", low=1)
         self.hidden_activation = hidden_activation
         activations.get(hidden_activation)  # validates the name
-        if not isinstance(tied, bool):
-            raise ValueError(f"DenseAutoencoder tied must be a bool, got {tied!r}")
-        self.tied = tied
+        self.tied = checks.check_bool(tied, "DenseAutoencoder tied")
         self.pixels = int(math.prod(self.image_shape))
         self.encoder = tfcore.Dense(self.hidden, activation=hidden_activation, name="dense")
         if tied:
@@ -167,10 +166,8 @@ class ConvAutoencoder(_Autoencoder):
 
     def __init__(self, decoder: str = "transpose", name: Optional[str] = "conv_autoencoder"):
         super().__init__(name=name)
-        if decoder not in DECODERS:
-            raise ValueError(f"ConvAutoencoder decoder must be one of {DECODERS}, "
-                             f"got {decoder!r}")
-        self.decoder_kind = decoder
+        self.decoder_kind = checks.check_choice(decoder, "ConvAutoencoder decoder",
+                                                DECODERS)
         self.encoder = tfcore.Sequential([
             tfcore.Conv2D(16, 3, padding="same", activation="relu", name="conv2d"),
             tfcore.MaxPool2D(2, padding="same", name="max_pooling2d"),
@@ -218,6 +215,13 @@ class ConvAutoencoder(_Autoencoder):
                 if isinstance(l, (tfcore.Conv2D, tfcore.Conv2DTranspose))]
 
 
+def _check_model(model) -> str:
+    """`model` if it is one of MODELS; `tfcore.checks.ArgumentError` otherwise."""
+    if isinstance(model, bool) or model not in MODELS:
+        raise checks.ArgumentError(f"model must be 'dense' or 'conv', got {model!r}")
+    return model
+
+
 def prefers_xla_on_cpu(model: str) -> bool:
     """The compile mode `--jit=auto` takes on CPU for this model (the `cpu_xla` of
     `tfcore.training.compile.resolve_jit`): XLA for 'dense', graph mode for 'conv'.
@@ -226,9 +230,7 @@ def prefers_xla_on_cpu(model: str) -> bool:
     work (bias adds, sigmoids, the BCE) and ran its step faster than graph mode, while
     its CPU conv kernels ran the conv autoencoder's 2-2.4x slower.
     """
-    if model not in ("dense", "conv"):
-        raise ValueError(f"model must be 'dense' or 'conv', got {model!r}")
-    return model == "dense"
+    return _check_model(model) == "dense"
 
 
 def make_model(model: str = "dense", hidden: int = 625,
@@ -236,12 +238,10 @@ def make_model(model: str = "dense", hidden: int = 625,
                decoder: str = "transpose") -> _Autoencoder:
     """A BUILT autoencoder by name: 'dense' (hidden, hidden_activation, tied) or
     'conv' (decoder)."""
-    if model == "dense":
+    if _check_model(model) == "dense":
         m = DenseAutoencoder(hidden=hidden, hidden_activation=hidden_activation, tied=tied)
-    elif model == "conv":
-        m = ConvAutoencoder(decoder=decoder)
     else:
-        raise ValueError(f"model must be 'dense' or 'conv', got {model!r}")
+        m = ConvAutoencoder(decoder=decoder)
     m._ensure_built()
     return m
 
@@ -258,13 +258,6 @@ def add_noise(x: tf.Tensor, noise_factor: float, seed) -> tf.Tensor:
     return tf.clip_by_value(x + noise_factor * noise, 0.0, 1.0)
 
 
-def check_noise_factor(noise_factor) -> float:
-    if isinstance(noise_factor, bool) or not isinstance(noise_factor, (int, float)) or \
-            not 0.0 <= noise_factor < math.inf:
-        raise ValueError(f"noise_factor must be a finite number >= 0, got {noise_factor!r}")
-    return float(noise_factor)
-
-
 def reconstruction_loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Per-example BCE from logits, mean over pixels: [batch] (training's loss)."""
     return losses.binary_crossentropy(targets, logits, from_logits=True, reduction="none")
@@ -278,16 +271,16 @@ def make_train_step(model: _Autoencoder, optimizer, noise_factor: float = 0.0,
       model: a BUILT autoencoder.
       optimizer: a `tfcore.optimizers` optimizer (built on the model's variables).
       noise_factor: > 0 for a denoising autoencoder (noise from `seed`).
-      learning_rate_fn: optional `lr(t)` (`tfcore.training.lr_schedule.make_learning_rate_fn`); before each
-        update the optimizer's `learning_rate` variable is assigned
-        `lr(optimizer.iterations)`.
+      learning_rate_fn: optional `lr(t)`
+        (`tfcore.training.lr_schedule.make_learning_rate_fn`); before each update
+        the optimizer's `learning_rate` variable is assigned `lr(optimizer.iterations)`.
 
     Returns:
       `step_fn(batch, seed)`: `batch` clean images [b, 28, 28, 1] (or a 1-tuple of
       them), `seed` int [2]; returns `{'loss': BCE from logits, 'mse': per pixel}`
       (+ 'learning_rate' with a schedule), means over the batch.
     """
-    noise_factor = check_noise_factor(noise_factor)
+    noise_factor = checks.check_real(noise_factor, "noise_factor", low=0)
     variables = model.trainable_variables
 
     def step_fn(batch, seed):
