@@ -96,7 +96,12 @@ def load_mnist(data_dir: Optional[PathLike] = None, *, download: bool = True) ->
     if not download:
         raise DataError(f"MNIST not found (looked in {', '.join(searched)}) and "
                         "download=False")
-    return _load_source(download_mnist(cache))
+    try:
+        path = download_mnist(cache)
+    except DataError as e:
+        raise DataError(f"MNIST not found (looked in {', '.join(searched)}; give "
+                        f"--data_dir or set ${ENV_DATA_DIR}), and {e}") from e
+    return _load_source(path)
 
 
 def keras_cache_dir() -> str:

@@ -574,6 +574,7 @@ class Loop:
         for key, cb in callbacks.keyed():
             if key in self._callback_states:
                 cb.set_state(self._callback_states[key])
+        self._write_metrics()  # republish the restored record at once
         logs: Dict[str, Any] = {}
         while step < total and not self.stop_training:
             self._check_interrupt(step)

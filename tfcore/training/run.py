@@ -11,11 +11,12 @@ around its own model code:
         metrics = run.finish({"test_accuracy": ...},
                              Export(model, spec, fn))  # metrics.json, SavedModel
 
-`Run(...)` checks before any work: the configuration's cross-option rules
-(`config.validate()`), that `--workdir` is a directory it can write (a probe file,
-written and removed) and that no other process works in it (a lock), that a used
-workdir is only continued with `--resume`, of the same binary, and that the resumed
-run's options match (the resume contract below). It seeds Python, NumPy and TF and
+`Run(...)` checks before any work, writing nothing: the configuration's cross-option
+rules (`config.validate()`), that `--workdir` is a directory it can write (or create:
+a probe file, written and removed), that a used workdir is only continued with
+`--resume`, of the same binary, and that the resumed run's options match (the resume
+contract below). `run.fit` then creates the workdir and takes its lock (another
+process working in it is refused), the run's first writes. It seeds Python, NumPy and TF and
 turns on op determinism with `--deterministic`, and picks the `--strategy`.
 
 `run.fit(...)` loads `--init_from` (Keras weights, `tfcore.keras_io`) into a fresh
@@ -230,7 +231,7 @@ class Run:
         if not workdir and (config.resume or config.export):
             raise checks.ArgumentError("--resume and --export need --workdir")
         if workdir:
-            self._check_workdir()
+            check_writable(workdir)
             self._check_resume()
         apply_determinism(config.seed, config.deterministic)
         self.strategy = distribute.get_strategy(getattr(config, "strategy", "default"))
@@ -248,17 +249,6 @@ class Run:
             self._lock = None
 
     # -- checks (nothing written) ----------------------------------------------------
-    def _check_workdir(self) -> None:
-        w = self.workdir
-        check_writable(w)
-        lock = open(os.path.join(w, LOCK_FILE), "a+")  # pylint: disable=consider-using-with
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            lock.close()
-            raise WorkdirError(f"--workdir {w!r} is in use by another process") from e
-        self._lock = lock  # held until this process ends
-
     def _check_resume(self) -> None:
         ckpt_dir = os.path.join(self.workdir, "checkpoints")
         complete = checkpointing.list_complete(ckpt_dir)
@@ -342,6 +332,7 @@ class Run:
                                  "changes": []}
         self.loop.metrics_base = self._metrics_base()
         if self.workdir:
+            self._lock_workdir()
             metrics_io.atomic_write_json(os.path.join(self.workdir, CONFIG_FILE),
                                          {"binary": self.binary, "config": c.to_dict()})
         start = time.perf_counter()
@@ -349,6 +340,19 @@ class Run:
             return self.loop.fit(epochs=c.epochs, steps=c.steps, resume=c.resume)
         finally:
             self.train_seconds = time.perf_counter() - start
+
+    def _lock_workdir(self) -> None:
+        """Creates the workdir and takes its lock (held until `close`): the first
+        write of the run, after every check."""
+        os.makedirs(self.workdir, exist_ok=True)
+        lock = open(os.path.join(self.workdir, LOCK_FILE), "a+")  # pylint: disable=consider-using-with
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            lock.close()
+            raise WorkdirError(f"--workdir {self.workdir!r} is in use by another "
+                               "process") from e
+        self._lock = lock
 
     def _init_from(self, module) -> None:
         from tfcore import keras_io  # pylint: disable=import-outside-toplevel
@@ -424,13 +428,19 @@ def read_step(path: str) -> int:
 
 
 def check_writable(directory: str, what: str = "--workdir") -> None:
-    """Raises WorkdirError unless `directory` is (or can be made) a writable
-    directory: a probe file is written, synced and removed."""
+    """Raises WorkdirError unless `directory` is a writable directory or can be created
+    as one. Nothing is left behind: a probe file is written, synced and removed in the
+    directory, or, when it does not exist yet, in its deepest existing ancestor."""
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise WorkdirError(f"{what} {directory!r} is a file, not a directory")
+    probe_dir = os.path.abspath(directory)
+    while not os.path.exists(probe_dir):
+        probe_dir = os.path.dirname(probe_dir)
+    if not os.path.isdir(probe_dir):
+        raise WorkdirError(f"{what} {directory!r} cannot be created: {probe_dir!r} is a "
+                           "file")
     try:
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory, prefix=".probe") as f:
+        with tempfile.TemporaryFile(dir=probe_dir, prefix=".probe") as f:
             f.write(b"probe")
             f.flush()
             os.fsync(f.fileno())
