@@ -18,15 +18,15 @@ Two algorithms compute the same convolution (`algorithm=`):
   be ('same': top (kh-1)//2, bottom kh-1-top, left/right alike; 'valid': none),
   y = sum_pq z_pq[:, p:p+H', q:q+W', :]. Autodiff gives its gradients: two matmuls
   and kh*kw pads/slices, no custom gradient. The slices are `tf.slice`s, whose
-  gradient is a Pad: `z[:, p:p+H']` (StridedSlice) has a StridedSliceGrad kernel that
-  made the whole backward pass 1.5-2x slower. Its matmuls do the convolution's
-  multiply-adds (plus the border taps of 'same'), but it moves kh*kw*filters floats
-  per pixel through memory, so it pays only when filters is small against `in`.
+  gradient is a Pad (a StridedSlice's gradient kernel was much slower). Its matmuls
+  do the convolution's multiply-adds (plus the border taps of 'same'), but it moves
+  kh*kw*filters floats per pixel through memory, so it pays only when filters is
+  small against `in`.
 
-Why: TensorFlow's CPU convolution kernels are slow with few output channels: forward
-+ input gradient + filter gradient of the DCGAN generator's last layer, Conv2D(1, 5,
-'same') on [64, 32, 32, 128] (1.3 GFLOP), takes as long as with 4 or 8 filters
-(28 ms, ~50 GFLOP/s); as 'shift_add' it takes 14 ms.
+Why: TensorFlow's CPU convolution kernels are slow with few output channels (the
+DCGAN generator's last layer, Conv2D(1, 5) over 128 channels, takes as long as with
+4 or 8 filters); there shift_add is about twice as fast. The measurements and the
+crossovers behind the rule below: docs/decisions.md, "Conv2D as matmul + shift-add".
 
 `algorithm='auto'` (the default) picks 'shift_add' when strides and dilation_rate
 are 1, the kernel is larger than 1x1, H and W are static, the output is not empty,
@@ -35,41 +35,12 @@ measured on CPU, so a GPU keeps 'conv'); otherwise 'conv'.
 `Conv2D.resolved_algorithm(input_shape)` says which one a call takes.
 
 Gradient: on CPU, a 'conv' layer with a bias, dilation_rate 1 and a relu activation
-runs through `tfcore.conv2d_bias_relu` (same forward ops, a hand-written
-gradient whose bias gradient is a matmul instead of a `Sum`: the VAT CNN's steps
-4-7 % faster); `fused_gradient=False` keeps autodiff, `Conv2D.uses_fused_gradient()`
-says which one a layer takes.
+runs through `tfcore.conv2d_bias_relu` (same forward ops, a hand-written gradient
+whose bias gradient is a matmul instead of a `Sum`); `fused_gradient=False` keeps
+autodiff, `Conv2D.uses_fused_gradient()` says which one a layer takes.
 
-Measured on the project's 2-core x86 CPU, TF 2.21, nothing else running: one
-`tf.function` computing y, dL/dx and dL/dkernel for L = sum(y * dy), 'same' padding,
-through `Conv2D` (bias gradient included), median ms of 5 interleaved rounds of 2
-calls:
-
-| x, kernel ('same') | filters | graph: conv / shift_add | XLA: conv / shift_add | auto      |
-| ------------------ | ------- | ----------------------- | --------------------- | --------- |
-| [64,32,32,128] 5x5 | 1       | 27.6 / 14.0             | 61.6 / 14.9           | shift_add |
-| [64,32,32,128] 5x5 | 2       | 28.7 / 24.1             | 81.3 / 19.1           | shift_add |
-| [64,32,32,128] 5x5 | 4       | 27.4 / 29.0             | 63.0 / 27.7           | conv      |
-| [64,32,32,128] 5x5 | 8       | 33.8 / 47.9             | 64.7 / 48.9           | conv      |
-| [64,32,32,128] 5x5 | 16      | 54.3 / 111.2            | 92.7 / 119.1          | conv      |
-| [128,28,28,16] 3x3 | 1       | 3.9 / 3.9               | 8.1 / 4.3             | conv      |
-| [128,28,28,16] 3x3 | 2       | 4.6 / 5.3               | 9.0 / 4.4             | conv      |
-| [128,28,28,16] 3x3 | 4       | 5.9 / 10.6              | 9.8 / 7.8             | conv      |
-| [128,28,28,16] 3x3 | 8       | 6.4 / 19.1              | 11.7 / 18.0           | conv      |
-| [128,28,28,16] 3x3 | 16      | 6.2 / 31.6              | 11.0 / 33.2           | conv      |
-| [64,16,16,128] 3x3 | 1       | 5.6 / 3.0               | 6.8 / 2.7             | shift_add |
-| [64,16,16,128] 3x3 | 8       | 6.6 / 6.6               | 12.4 / 8.1            | conv      |
-| [64,16,16,128] 3x3 | 16      | 7.1 / 10.5              | 12.0 / 10.5           | conv      |
-| [128,28,28,32] 3x3 | 2       | 8.9 / 8.4               | 16.4 / 7.3            | conv      |
-
-The rule 64 * filters <= in follows the graph-mode crossovers: with in = 128
-shift_add is 2x faster at 1 filter and 1.2x at 2, even at 4 and slower from 8; with
-in = 16 or 32 the two are within 10% at 1-2 filters and conv wins beyond. Under XLA
-shift_add wins at more shapes, but a layer cannot tell the compile mode and CPU
-defaults to graph mode (BUILD_NOTES). (An earlier version of this table, measured
-while other jobs shared the machine and with strided slices, put the crossover at
-16 * filters <= in.) The two algorithms agree to float32 rounding (~1e-6 relative in
-outputs and gradients), not bitwise: sums are taken in another order.
+The two algorithms agree to float32 rounding (~1e-6 relative in outputs and
+gradients), not bitwise: sums are taken in another order.
 """
 from __future__ import annotations
 
@@ -105,7 +76,7 @@ def shift_add_conv2d(x: tf.Tensor, kernel: tf.Tensor, padding: str) -> tf.Tensor
     Equals `tf.nn.conv2d(x, kernel, 1, padding.upper())` (see the module docstring
     for the formula). Differentiable by autodiff in graph mode and under XLA. With
     one filter it computes z^T = K^T @ x^T, which comes out tap-major and needs no
-    transpose (10-20% faster there; with more filters that layout was slower).
+    transpose (faster there; with more filters that layout was slower).
 
     Args:
       x: [batch, H, W, in] with static H, W and in (batch may be unknown).
@@ -129,7 +100,7 @@ def shift_add_conv2d(x: tf.Tensor, kernel: tf.Tensor, padding: str) -> tf.Tensor
         z = tf.pad(z, [[0, 0], [0, 0], [top, bottom], [left, right]])
         zs = tf.unstack(z, num=taps)  # not z[i]: its gradient is a full-size scatter
         # tf.slice, not z[:, p:...]: Slice's gradient is a Pad, StridedSlice's a
-        # StridedSliceGrad kernel that took 2x as long (CPU, see the module docstring).
+        # slower StridedSliceGrad kernel (docs/decisions.md).
         y = tf.add_n([tf.slice(zs[p * kw + q], [0, p, q], [-1, out_h, out_w])
                       for p in range(kh) for q in range(kw)])
         return y[..., tf.newaxis]

@@ -10,20 +10,13 @@ optimiser fuses them into one `_FusedConv2D`). The gradient, for dL/dy = dy:
     d kernel = Conv2DBackpropFilter(x, dz),  d x = Conv2DBackpropInput(kernel, dz)
 
 which is what autodiff computes, except the bias gradient: autodiff sums dz over
-(batch, H', W') with a `Sum` reduction, which on CPU ran at a third of the matmul's
-speed. Measured on the project's 2-core CPU (TF 2.21, Intel Xeon with AVX-512), a
-[128, 24, 24, 32] bias gradient: `Sum` over three axes 2.1 ms, `Sum` of the [-1, 32]
-reshape 1.6 ms, the matmul 0.87 ms (`BiasAddGrad` 0.85 ms, but with `tf.nn.bias_add`
-oneDNN fuses it into the filter gradient, which was slower, see `tfcore.layer.add_bias`).
-Whole graph-mode train steps against the same with autodiff, interleaved (two runs):
-the VAT CNN's plain step 0.93-0.95x, its VAT step 0.93-0.96x, the conv autoencoders
-and residual model 0.98-1.01x (Conv2D only; the separable convnet's 0.84x came with
-SeparableConv2D taking it).
+(batch, H', W') with a `Sum` reduction, which on CPU runs at a fraction of the
+matmul's speed (docs/decisions.md, "Conv + bias + relu with a hand-written
+gradient").
 
 `Conv2D` takes this path on CPU for 'conv' layers with a bias, dilation_rate 1 and a
 relu activation (`Conv2D.uses_fused_gradient`), and `SeparableConv2D` for its 1x1
-pointwise convolution when it has a bias and a relu (there the `Sum` it replaces is
-a third of the depthwise-separable convnet's step, see that module); both take a
+pointwise convolution when it has a bias and a relu; both take a
 `fused_gradient` argument (`check_fused_gradient`) resolved by `use_fused_gradient`.
 Values agree with autodiff to float32 rounding (the bias sums are taken in another
 order). There is no linear variant: its custom gradient's IdentityN sat between the

@@ -90,13 +90,9 @@ def add_bias(y: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
 
     Written as a broadcasting add rather than `tf.nn.bias_add`: on CPU, TensorFlow's
     graph optimiser fuses a BiasAdd's gradient into the convolution's filter gradient
-    (`_MklNativeConv2DBackpropFilterWithBias`), which measured slower than the plain
-    filter gradient plus a separate sum (forward + backward of Conv2D(32, 3) + relu at
-    batch 128: 4.06 -> 2.67 ms for 1 input channel, 10.96 -> 9.74 ms for 32, 2-core
-    CPU, TF 2.21). Whole train steps, interleaved in one run: the VAT CNN's plain step
-    27.0 -> 22.2 ms and its VAT step 65.9 -> 54.5 ms (17-18 % faster), the conv
-    autoencoders 7 % faster, the dense autoencoder and the DCGAN unchanged. The
-    values are the same: both are one float32 add per element.
+    (`_MklNativeConv2DBackpropFilterWithBias`), which is slower than the plain filter
+    gradient plus a separate sum (docs/decisions.md, "Bias add as a broadcasting
+    add"). The values are the same: both are one float32 add per element.
     """
     return y + bias
 

@@ -159,9 +159,8 @@ class LSTM(Layer):
             return h_new, c_new, tf.where(m_t, h_new, out)
 
         # A tf.while_loop carrying only (h, c, out): every step's output is kept only
-        # with return_sequences. Measured against the earlier tf.scan (which stacked h
-        # and c of every step), 2-core CPU, TF 2.21: the QA model's train step 17.4 ->
-        # 15.2 ms in graph mode and 16.8 -> 8.3 ms under XLA.
+        # with return_sequences (faster than a tf.scan stacking h and c of every step:
+        # docs/decisions.md, "The LSTM's recurrence").
         loop_vars = (tf.constant(0), h0, c0, tf.zeros_like(h0))
         if out_ta is None:
             def body(t, h, c, out):

@@ -13,9 +13,7 @@ Gradient: on CPU, a layer with a bias and a relu computes its pointwise part wit
 `tfcore.conv2d_bias_relu` (the same forward ops; the bias gradient as a matmul with
 a ones vector instead of autodiff's `Sum` over (batch, h', w')).
 `fused_gradient=False` keeps autodiff; `uses_fused_gradient()` says which one a layer
-takes. Measured on the project's 2-core CPU (Intel Xeon, TF 2.21), the bias
-gradient of the chapter's convnet's second layer ([32, 60, 60, 64]): `Sum` 13.6 ms,
-the matmul 4.1 ms; its whole graph-mode train step: see BUILD_NOTES.md.
+takes (docs/decisions.md, "SeparableConv2D's pointwise part").
 """
 from __future__ import annotations
 

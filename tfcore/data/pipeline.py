@@ -257,7 +257,7 @@ class DeviceDataset:
             raise ValueError(f"step must be in [0, {self.steps_per_epoch}), got {step!r}")
         # tf.gather, not tf.slice: under XLA a tf.slice `begin` is a compile-time
         # constant, so a step-dependent one recompiles the caller on every call
-        # (measured: 89 ms vs 0.16 ms per call of a jit-compiled gather).
+        # (docs/decisions.md, "DeviceDataset batches by tf.gather").
         start = tf.cast(step, tf.int32) * self.batch_size
         idx = tf.gather(permutation, start + tf.range(self.batch_size, dtype=tf.int32))
         return tf.nest.pack_sequence_as(self._structure,

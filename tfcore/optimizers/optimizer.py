@@ -14,8 +14,8 @@ Fused kernels (`fused=True`, the default): Adam, Adadelta and SGD update each va
 with TensorFlow's own training op (`ResourceApplyAdam`, `ResourceApplyAdadelta`,
 `ResourceApplyGradientDescent`, `ResourceApplyKerasMomentum`), which computes the same
 formula as the pure update function in one multithreaded pass over the variable and
-its slots instead of ~10 separate element-wise ops (graph mode on the 2-core CPU: the
-dense autoencoder's step 4.9 -> 4.1 ms). XLA has kernels for them too. Mirrored
+its slots instead of ~10 separate element-wise ops (docs/decisions.md, "Fused
+optimizer kernels"). XLA has kernels for them too. Mirrored
 (`tf.distribute`) variables always take the unfused path, whose replica-context
 `assign` keeps their copies in sync. `fused=False` gives the plain ops everywhere.
 

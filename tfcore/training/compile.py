@@ -3,11 +3,10 @@
 `on` compiles with `tf.function(jit_compile=True)` (XLA), `off` with a plain
 `tf.function` (graph mode, TensorFlow's own kernels), `auto` picks XLA when a GPU is
 visible, and on CPU graph mode unless the model says XLA wins there (`cpu_xla=True`):
-on the project's 2-core CPU XLA ran the conv models 1.8-2.4x slower than graph mode
-(its conv kernels and stateless RNG), but the dense autoencoders faster (XLA fuses
-their element-wise ops); each model module records its measured choice, e.g.
-`models.autoencoder.prefers_xla_on_cpu`, and `bench.run` checks it (README). Steps
-must have static shapes: XLA specialises on them, and a changing shape retraces.
+each model module records its measured choice, e.g.
+`models.autoencoder.prefers_xla_on_cpu`, and `bench.run` checks it (the numbers:
+docs/decisions.md, "Compile mode per device"). Steps must have static shapes: XLA
+specialises on them, and a changing shape retraces.
 
 Example:
     step = tfcore.training.compile.compile_step(train_step, jit="auto")

@@ -473,10 +473,10 @@ class Loop:
     # -- running -------------------------------------------------------------------
     def _call_compiled(self, name: str, *args):
         """Calls the compiled function `self.<name>` ('train_function' or
-        'multi_step_function') through its traced concrete function: the
-        `tf.function`'s per-call dispatch (signature binding, cache lookup) cost
-        0.1-0.3 ms a call on the 2-core CPU, which small models feel. Both have a fixed
-        signature, so one concrete function each is cached. Under
+        'multi_step_function') through its traced concrete function, skipping the
+        `tf.function`'s per-call dispatch (signature binding, cache lookup), which
+        small models feel (docs/decisions.md). Both have a fixed signature, so one
+        concrete function each is cached. Under
         `tf.config.run_functions_eagerly(True)` the `tf.function` runs eagerly."""
         fn = getattr(self, name)
         if tf.config.functions_run_eagerly():
