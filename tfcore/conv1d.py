@@ -13,11 +13,12 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tfcore import activations, initializers
-from tfcore.layer import add_bias, Layer, check_positive_int, normalize_tuple
+from tfcore import initializers
+from tfcore.conv_base import ConvBase
+from tfcore.layer import add_bias, check_positive_int
 
 
-class Conv1D(Layer):
+class Conv1D(ConvBase):
     """1-D convolution (cross-correlation, as tf.nn / Keras).
 
     Args:
@@ -37,23 +38,13 @@ class Conv1D(Layer):
                  dilation_rate=1, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  name: Optional[str] = None):
-        super().__init__(name=name)
+        super().__init__(1, kernel_size, strides, padding, dilation_rate, activation,
+                         use_bias, bias_initializer, paddings=("valid", "same", "causal"),
+                         name=name)
+        (self.kernel_size,), (self.strides,) = self.kernel_size, self.strides
+        (self.dilation_rate,) = self.dilation_rate
         self.filters = check_positive_int(filters, "Conv1D filters")
-        (self.kernel_size,) = normalize_tuple(kernel_size, 1, "Conv1D kernel_size")
-        (self.strides,) = normalize_tuple(strides, 1, "Conv1D strides")
-        (self.dilation_rate,) = normalize_tuple(dilation_rate, 1, "Conv1D dilation_rate")
-        p = str(padding).lower()
-        if p not in ("valid", "same", "causal"):
-            raise ValueError(f"Conv1D padding must be 'valid', 'same' or 'causal', "
-                             f"got {padding!r}")
-        self.padding = p
-        if self.strides > 1 and self.dilation_rate > 1:
-            raise ValueError(f"Conv1D: strides > 1 with dilation_rate > 1 is not supported, "
-                             f"got strides={strides!r}, dilation_rate={dilation_rate!r}")
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
 
     def build(self, input_shape):
         shape = tf.TensorShape(input_shape)

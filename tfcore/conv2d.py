@@ -51,7 +51,8 @@ import tensorflow as tf
 from tfcore import activations, initializers
 from tfcore.conv2d_bias_relu import (check_fused_gradient, conv2d_bias_relu,
                                      use_fused_gradient)
-from tfcore.layer import add_bias, Layer, check_positive_int, normalize_padding, normalize_tuple
+from tfcore.conv_base import ConvBase
+from tfcore.layer import add_bias, check_positive_int
 
 IntOr2 = Union[int, Sequence[int]]
 
@@ -117,7 +118,7 @@ def _gpu_visible() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-class Conv2D(Layer):
+class Conv2D(ConvBase):
     """2-D convolution over NHWC images (Keras 3 `Conv2D`, channels_last).
 
     Args:
@@ -147,15 +148,9 @@ class Conv2D(Layer):
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  algorithm: str = "auto", fused_gradient: Optional[bool] = None,
                  name: Optional[str] = None):
-        super().__init__(name=name)
+        super().__init__(2, kernel_size, strides, padding, dilation_rate, activation,
+                         use_bias, bias_initializer, name=name)
         self.filters = check_positive_int(filters, "Conv2D filters")
-        self.kernel_size = normalize_tuple(kernel_size, 2, "Conv2D kernel_size")
-        self.strides = normalize_tuple(strides, 2, "Conv2D strides")
-        self.padding = normalize_padding(padding)
-        self.dilation_rate = normalize_tuple(dilation_rate, 2, "Conv2D dilation_rate")
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(f"Conv2D strides > 1 is not supported with dilation_rate > 1, "
-                             f"got strides={strides!r} and dilation_rate={dilation_rate!r}")
         if algorithm not in ALGORITHMS:
             raise ValueError(f"Conv2D algorithm must be one of "
                              f"{', '.join(repr(a) for a in ALGORITHMS)}, got {algorithm!r}")
@@ -166,10 +161,7 @@ class Conv2D(Layer):
                              f"dilation_rate={dilation_rate!r}")
         self.algorithm = algorithm
         self.fused_gradient = check_fused_gradient(fused_gradient, "Conv2D")
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         """Creates `kernel` [kh, kw, in, filters] and `bias` [filters]."""

@@ -36,8 +36,9 @@ from typing import Callable, Optional, Sequence, Union
 
 import tensorflow as tf
 
-from tfcore import activations, initializers
-from tfcore.layer import add_bias, Layer, check_positive_int, normalize_padding, normalize_tuple
+from tfcore import initializers
+from tfcore.conv_base import ConvBase
+from tfcore.layer import add_bias, check_positive_int, normalize_tuple
 
 IntOr2 = Union[int, Sequence[int]]
 
@@ -67,7 +68,7 @@ def deconv_output_length(input_length, kernel_size: int, padding: str,
     return (input_length - 1) * stride + k_eff % 2 + output_padding
 
 
-class Conv2DTranspose(Layer):
+class Conv2DTranspose(ConvBase):
     """Transposed 2-D convolution over NHWC images (Keras 3 `Conv2DTranspose`).
 
     Args:
@@ -93,13 +94,9 @@ class Conv2DTranspose(Layer):
                  activation: Union[None, str, Callable] = None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  name: Optional[str] = None):
-        super().__init__(name=name)
+        super().__init__(2, kernel_size, strides, padding, dilation_rate, activation,
+                         use_bias, bias_initializer, name=name)
         self.filters = check_positive_int(filters, "Conv2DTranspose filters")
-        self.kernel_size = normalize_tuple(kernel_size, 2, "Conv2DTranspose kernel_size")
-        self.strides = normalize_tuple(strides, 2, "Conv2DTranspose strides")
-        self.padding = normalize_padding(padding)
-        self.dilation_rate = normalize_tuple(dilation_rate, 2,
-                                             "Conv2DTranspose dilation_rate")
         if output_padding is None:
             self.output_padding = None
         else:
@@ -119,14 +116,7 @@ class Conv2DTranspose(Layer):
                             f"padding 'same' and an even (dilated) kernel_size="
                             f"{kernel_size!r} gives an output size TensorFlow cannot "
                             f"produce; use output_padding >= 1 or None")
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(f"Conv2DTranspose strides > 1 is not supported with "
-                             f"dilation_rate > 1, got strides={strides!r} and "
-                             f"dilation_rate={dilation_rate!r}")
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         """Creates `kernel` [kh, kw, filters, in] and `bias` [filters]."""

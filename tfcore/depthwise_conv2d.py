@@ -15,11 +15,12 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tfcore import activations, initializers
-from tfcore.layer import add_bias, Layer, check_positive_int, normalize_padding, normalize_tuple
+from tfcore import initializers
+from tfcore.conv_base import ConvBase
+from tfcore.layer import add_bias, check_positive_int
 
 
-class DepthwiseConv2D(Layer):
+class DepthwiseConv2D(ConvBase):
     """Depthwise 2-D convolution (MobileNets, Howard et al. 2017).
 
     Args:
@@ -39,21 +40,11 @@ class DepthwiseConv2D(Layer):
                  depth_multiplier: int = 1, dilation_rate=1, activation=None,
                  use_bias: bool = True, depthwise_initializer="glorot_uniform",
                  bias_initializer="zeros", name: Optional[str] = None):
-        super().__init__(name=name)
-        self.kernel_size = normalize_tuple(kernel_size, 2, "DepthwiseConv2D kernel_size")
-        self.strides = normalize_tuple(strides, 2, "DepthwiseConv2D strides")
-        self.dilation_rate = normalize_tuple(dilation_rate, 2, "DepthwiseConv2D dilation_rate")
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(f"DepthwiseConv2D: strides > 1 with dilation_rate > 1 is not "
-                             f"supported, got strides={strides!r}, "
-                             f"dilation_rate={dilation_rate!r}")
-        self.padding = normalize_padding(padding)
+        super().__init__(2, kernel_size, strides, padding, dilation_rate, activation,
+                         use_bias, bias_initializer, name=name)
         self.depth_multiplier = check_positive_int(depth_multiplier,
                                                    "DepthwiseConv2D depth_multiplier")
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
         self.depthwise_initializer = initializers.get(depthwise_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
 
     def build(self, input_shape):
         shape = tf.TensorShape(input_shape)

@@ -24,10 +24,11 @@ import tensorflow as tf
 from tfcore import activations, initializers
 from tfcore.conv2d_bias_relu import (check_fused_gradient, conv2d_bias_relu,
                                      use_fused_gradient)
-from tfcore.layer import add_bias, Layer, check_positive_int, normalize_padding, normalize_tuple
+from tfcore.conv_base import ConvBase
+from tfcore.layer import add_bias, check_positive_int
 
 
-class SeparableConv2D(Layer):
+class SeparableConv2D(ConvBase):
     """Depthwise-separable 2-D convolution.
 
     Args:
@@ -53,23 +54,13 @@ class SeparableConv2D(Layer):
                  use_bias: bool = True, depthwise_initializer="glorot_uniform",
                  pointwise_initializer="glorot_uniform", bias_initializer="zeros",
                  fused_gradient: Optional[bool] = None, name: Optional[str] = None):
-        super().__init__(name=name)
+        super().__init__(2, kernel_size, strides, padding, dilation_rate, activation,
+                         use_bias, bias_initializer, name=name)
         self.filters = check_positive_int(filters, "SeparableConv2D filters")
-        self.kernel_size = normalize_tuple(kernel_size, 2, "SeparableConv2D kernel_size")
-        self.strides = normalize_tuple(strides, 2, "SeparableConv2D strides")
-        self.dilation_rate = normalize_tuple(dilation_rate, 2, "SeparableConv2D dilation_rate")
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(f"SeparableConv2D: strides > 1 with dilation_rate > 1 is not "
-                             f"supported, got strides={strides!r}, "
-                             f"dilation_rate={dilation_rate!r}")
-        self.padding = normalize_padding(padding)
         self.depth_multiplier = check_positive_int(depth_multiplier,
                                                    "SeparableConv2D depth_multiplier")
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
         self.depthwise_initializer = initializers.get(depthwise_initializer)
         self.pointwise_initializer = initializers.get(pointwise_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
         self.fused_gradient = check_fused_gradient(fused_gradient, "SeparableConv2D")
 
     def build(self, input_shape):
