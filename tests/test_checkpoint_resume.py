@@ -105,10 +105,9 @@ def test_resume_is_bitwise_exact_in_process(tmp_path):
 
 DETERMINISTIC_SCRIPT = COMMON + textwrap.dedent('''
     import json, sys
-    from train import flags as common
-    common.FLAGS(["prog", "--deterministic", "--seed=7", "--workdir=" + sys.argv[1]])
-    common.setup()
-    wd = common.FLAGS.workdir
+    from tfcore.training import run as run_layer
+    run_layer.apply_determinism(7, deterministic=True)
+    wd = sys.argv[1]
     x = np.random.RandomState(2).rand(48, 8, 8, 1).astype("float32")
     y = np.random.RandomState(3).randint(0, 3, size=48).astype("int32")
 
@@ -138,9 +137,8 @@ DETERMINISTIC_SCRIPT = COMMON + textwrap.dedent('''
     def run(workdir, steps, resume):
         m, o = conv_model()
         loop.fit(step_for(m, o), (x, y), batch_size=12, objects={"model": m, "optimizer": o},
-                 steps=steps, resume=resume, progress=False, **{
-                     k: v for k, v in common.fit_kwargs().items()
-                     if k in ("seed", "jit")}, workdir=workdir)
+                 steps=steps, resume=resume, progress=False, seed=7, jit="auto",
+                 workdir=workdir)
         return [v.numpy() for v in list(m.trainable_variables) + list(o.variables)]
 
     full = run(wd + "/full", 10, False)

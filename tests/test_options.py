@@ -190,3 +190,24 @@ def test_binary_main_shows_the_traceback_of_a_bug():
     fv(["prog", "--workdir=/tmp/x"])
     with pytest.raises(KeyError, match="a bug"):
         binary.run_main("train.x", _Config, train_fn, None, fv, ["prog"])
+
+
+def test_optimizer_names_match_tfcore_optimizers():
+    from tfcore import optimizers
+    from tfcore.training import run
+    for name in run.OPTIMIZERS:
+        opt = optimizers.get(name, learning_rate=0.5)
+        assert abs(float(opt.learning_rate.numpy()) - 0.5) < 1e-7
+
+
+def test_apply_determinism_seeds_python_numpy_tf():
+    import random
+
+    import numpy as np
+    import tensorflow as tf
+    from tfcore.training import run
+    run.apply_determinism(5, deterministic=False)  # op determinism: a subprocess test
+    a = (random.random(), np.random.rand(), float(tf.random.uniform([])))
+    run.apply_determinism(5, deterministic=False)
+    b = (random.random(), np.random.rand(), float(tf.random.uniform([])))
+    assert a == b

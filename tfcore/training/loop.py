@@ -56,7 +56,7 @@ every `ModelCheckpoint`'s `on_epoch_end` runs after the other callbacks'.
 Resume: `resume=True` restores the newest complete checkpoint (a partial one from a
 killed process is skipped) and continues from its step: same weights, optimizer
 slots, step, RNG, data position, epoch records and callback states. With op
-determinism on (`train.flags.apply_determinism`), N steps in one run and the same N
+determinism on (`tfcore.training.run.apply_determinism`), N steps in one run and the same N
 split by stops and resumes end bitwise-identical, the metrics of a resumed epoch
 included. Without `resume`, a workdir that already holds checkpoints is refused. A
 data source whose `steps_per_epoch` differs from the checkpoint's (another batch
