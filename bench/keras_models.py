@@ -21,6 +21,13 @@ custom `train_step` in Keras's compiled train function: `tf.function`, with XLA 
 
 Keras draws its randomness (dropout, VAT's d, GAN noise) from Keras's own
 `SeedGenerator`s; masks and noise therefore differ from tfcore's, the work does not.
+
+The architectures alone (no train step) come from builders that take the Keras
+module, `keras` (Keras 3, the default) or `tf_keras` (Keras 2), so the same twins
+serve the Keras 2 and Keras 3 weight-file tests (`tests/test_keras_io.py`):
+`vat_cnn_net`, `autoencoder_net`, `dcgan_generator`, `dcgan_discriminator` and
+`functional_net` (layers named as the tfcore models' modules, nested paths joined by
+'__', see `tfcore.keras_io`).
 """
 from __future__ import annotations
 
@@ -34,7 +41,6 @@ import keras  # noqa: E402  pylint: disable=wrong-import-position
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-layers = keras.layers
 
 
 @dataclasses.dataclass
@@ -66,21 +72,35 @@ def _l2_normalize(d):
 
 
 # -- VAT CNN ---------------------------------------------------------------------------
+def vat_cnn_net(dropout: bool = True, batch_norm: bool = False, num_classes: int = 10,
+                seed: int = 0, keras_module: Any = keras):
+    """`models.vat_cnn.VatCNN` as a Keras Sequential (logits): Conv2D(32, 3) x 2 (each
+    followed by BatchNormalization + relu with `batch_norm`, else relu), MaxPooling2D,
+    [Dropout(0.25)], Flatten, Dense(128, relu), [Dropout(0.5)], Dense(num_classes)."""
+    kl = keras_module.layers
+    stack = []
+    for _ in range(2):
+        if batch_norm:
+            stack += [kl.Conv2D(32, 3), kl.BatchNormalization(), kl.Activation("relu")]
+        else:
+            stack.append(kl.Conv2D(32, 3, activation="relu"))
+    stack.append(kl.MaxPooling2D(2))
+    if dropout:
+        stack.append(kl.Dropout(0.25, seed=seed))
+    stack += [kl.Flatten(), kl.Dense(128, activation="relu")]
+    if dropout:
+        stack.append(kl.Dropout(0.5, seed=seed + 1))
+    stack.append(kl.Dense(num_classes))
+    return keras_module.Sequential(stack)
+
+
 class VatCNN(keras.Model):
     """The Keras MNIST CNN (logits) with an optional VAT term in its train_step."""
 
     def __init__(self, dropout: bool, vat: bool, xi: float = 10.0, eps: float = 1.0,
                  power_iterations: int = 1, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        stack = [layers.Conv2D(32, 3, activation="relu"),
-                 layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2)]
-        if dropout:
-            stack.append(layers.Dropout(0.25, seed=seed))
-        stack += [layers.Flatten(), layers.Dense(128, activation="relu")]
-        if dropout:
-            stack.append(layers.Dropout(0.5, seed=seed + 1))
-        stack.append(layers.Dense(10))
-        self.net = keras.Sequential(stack)
+        self.net = vat_cnn_net(dropout=dropout, seed=seed)
         self.vat, self.xi, self.eps = vat, xi, eps
         self.power_iterations = power_iterations
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -113,19 +133,70 @@ class VatCNN(keras.Model):
 
 
 # -- autoencoders ----------------------------------------------------------------------
-class TiedDense(layers.Layer):
-    """Decoder half of a tied autoencoder: x @ transpose(encoder.kernel) + bias."""
+_TIED_DENSE: Dict[str, type] = {}
 
-    def __init__(self, encoder: layers.Dense, **kwargs):
-        super().__init__(**kwargs)
-        self.encoder = encoder
 
-    def build(self, input_shape):
-        self.bias = self.add_weight(shape=(self.encoder.kernel.shape[0],),
-                                    initializer="zeros", name="bias")
+def tied_dense_class(keras_module: Any = keras) -> type:
+    """The Keras layer class `TiedDense` of `keras_module`: the decoder half of a tied
+    autoencoder, x @ transpose(encoder.kernel) + bias (its only own weight: bias)."""
+    key = keras_module.__name__
+    if key not in _TIED_DENSE:
+        class TiedDense(keras_module.layers.Layer):  # pylint: disable=redefined-outer-name
+            """x @ transpose(encoder.kernel) + bias."""
 
-    def call(self, x):
-        return tf.matmul(x, self.encoder.kernel, transpose_b=True) + self.bias
+            def __init__(self, encoder, **kwargs):
+                super().__init__(**kwargs)
+                self.encoder = encoder
+
+            def build(self, input_shape):
+                self.bias = self.add_weight(shape=(self.encoder.kernel.shape[0],),
+                                            initializer="zeros", name="bias")
+
+            def call(self, x):
+                return tf.matmul(x, self.encoder.kernel, transpose_b=True) + self.bias
+
+            def get_config(self):  # the encoder is a layer: not serialisable config
+                return {k: v for k, v in super().get_config().items() if k != "encoder"}
+
+        _TIED_DENSE[key] = TiedDense
+    return _TIED_DENSE[key]
+
+
+TiedDense = tied_dense_class(keras)
+
+
+def autoencoder_net(kind: str, hidden: int = 625, hidden_activation: str = "sigmoid",
+                    tied: bool = False, keras_module: Any = keras):
+    """`models.autoencoder`'s models as a Keras Sequential returning LOGITS [b, 28, 28, 1].
+
+    kind 'dense': Reshape 784 - Dense(hidden, hidden_activation) - Dense(784) (tied:
+    `TiedDense`) - Reshape; 'conv_transpose' / 'conv_upsample': the 16-8-8 conv encoder
+    and the Conv2DTranspose / UpSampling2D decoder, last Conv2D(1, 3) linear.
+    """
+    kl = keras_module.layers
+    if kind == "dense":
+        enc = kl.Dense(hidden, activation=hidden_activation)
+        dec = tied_dense_class(keras_module)(enc) if tied else kl.Dense(784)
+        return keras_module.Sequential([kl.Reshape((784,)), enc, dec,
+                                        kl.Reshape((28, 28, 1))])
+    encoder = []
+    for f in (16, 8, 8):
+        encoder += [kl.Conv2D(f, 3, padding="same", activation="relu"),
+                    kl.MaxPooling2D(2, padding="same")]
+    if kind == "conv_transpose":
+        decoder = [kl.Conv2DTranspose(8, 3, strides=2, padding="same", output_padding=0,
+                                      activation="relu"),
+                   kl.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu"),
+                   kl.Conv2DTranspose(16, 3, strides=2, padding="same", activation="relu"),
+                   kl.Conv2D(1, 3, padding="same")]
+    elif kind == "conv_upsample":
+        decoder = [kl.Conv2D(8, 3, padding="same", activation="relu"), kl.UpSampling2D(2),
+                   kl.Conv2D(8, 3, padding="same", activation="relu"), kl.UpSampling2D(2),
+                   kl.Conv2D(16, 3, activation="relu"), kl.UpSampling2D(2),
+                   kl.Conv2D(1, 3, padding="same")]
+    else:
+        raise ValueError(f"no Keras autoencoder {kind!r}")
+    return keras_module.Sequential(encoder + decoder)
 
 
 class Autoencoder(keras.Model):
@@ -134,35 +205,7 @@ class Autoencoder(keras.Model):
     def __init__(self, kind: str, hidden: int = 625, hidden_activation: str = "sigmoid",
                  tied: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if kind == "dense":
-            enc = layers.Dense(hidden, activation=hidden_activation)
-            dec = TiedDense(enc) if tied else layers.Dense(784)
-            self.net = keras.Sequential([layers.Reshape((784,)), enc, dec,
-                                         layers.Reshape((28, 28, 1))])
-        else:
-            encoder = [layers.Conv2D(16, 3, padding="same", activation="relu"),
-                       layers.MaxPooling2D(2, padding="same"),
-                       layers.Conv2D(8, 3, padding="same", activation="relu"),
-                       layers.MaxPooling2D(2, padding="same"),
-                       layers.Conv2D(8, 3, padding="same", activation="relu"),
-                       layers.MaxPooling2D(2, padding="same")]
-            if kind == "conv_transpose":
-                decoder = [
-                    layers.Conv2DTranspose(8, 3, strides=2, padding="same", output_padding=0,
-                                           activation="relu"),
-                    layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu"),
-                    layers.Conv2DTranspose(16, 3, strides=2, padding="same",
-                                           activation="relu"),
-                    layers.Conv2D(1, 3, padding="same")]
-            else:
-                decoder = [layers.Conv2D(8, 3, padding="same", activation="relu"),
-                           layers.UpSampling2D(2),
-                           layers.Conv2D(8, 3, padding="same", activation="relu"),
-                           layers.UpSampling2D(2),
-                           layers.Conv2D(16, 3, activation="relu"),
-                           layers.UpSampling2D(2),
-                           layers.Conv2D(1, 3, padding="same")]
-            self.net = keras.Sequential(encoder + decoder)
+        self.net = autoencoder_net(kind, hidden, hidden_activation, tied)
 
     def call(self, x, training=False):
         return self.net(x, training=training)
@@ -179,31 +222,44 @@ class Autoencoder(keras.Model):
 
 
 # -- DCGAN -----------------------------------------------------------------------------
-def dcgan_generator(latent_dim: Optional[int] = None) -> keras.Sequential:
-    """z -> 32x32x1 in [-1, 1]: [Dense(64) - Reshape 4x4x4] - Conv64 - (Up - Conv128 - BN
-    - ELU) x 2 - Up - Conv1(5) tanh; z [4, 4, 4], or [latent_dim] projected."""
-    head = ([keras.Input((latent_dim,)), layers.Dense(4 * 4 * 4), layers.Reshape((4, 4, 4))]
-            if latent_dim else [keras.Input((4, 4, 4))])
-    return keras.Sequential(head + [
-        layers.Conv2D(64, 3, padding="same"),
-        layers.UpSampling2D(2), layers.Conv2D(128, 3, padding="same"),
-        layers.BatchNormalization(), layers.Activation("elu"),
-        layers.UpSampling2D(2), layers.Conv2D(128, 3, padding="same"),
-        layers.BatchNormalization(), layers.Activation("elu"),
-        layers.UpSampling2D(2), layers.Conv2D(1, 5, padding="same", activation="tanh")])
+def dcgan_generator(latent_dim: Optional[int] = None, upsampling: str = "upsample",
+                    keras_module: Any = keras):
+    """`models.dcgan.Generator` as a Keras Sequential: z -> 32x32x1 in [-1, 1].
+
+    [Dense(64) - Reshape 4x4x4] - Conv64 - then with 'upsample': (Up - Conv128 - BN -
+    ELU) x 2 - Up - Conv1(5) tanh; with 'transpose': (ConvT128(5, s2) - BN - ELU) x 2 -
+    ConvT1(5, s2) tanh. z [4, 4, 4], or [latent_dim] projected.
+    """
+    kl = keras_module.layers
+    head = ([keras_module.Input((latent_dim,)), kl.Dense(4 * 4 * 4), kl.Reshape((4, 4, 4))]
+            if latent_dim else [keras_module.Input((4, 4, 4))])
+    body = [kl.Conv2D(64, 3, padding="same")]
+    for i, filters in enumerate((128, 128, 1)):
+        act = "tanh" if i == 2 else None
+        if upsampling == "upsample":
+            body += [kl.UpSampling2D(2),
+                     kl.Conv2D(filters, 5 if i == 2 else 3, padding="same", activation=act)]
+        else:
+            body.append(kl.Conv2DTranspose(filters, 5, strides=2, padding="same",
+                                           activation=act))
+        if i < 2:
+            body += [kl.BatchNormalization(), kl.Activation("elu")]
+    return keras_module.Sequential(head + body)
 
 
-def dcgan_discriminator() -> keras.Sequential:
-    """32x32x1 -> logit: Conv64/s2 - LReLU - (Conv/s2 - BN - LReLU) x 2 - Dense2048 - BN - LReLU - Dense1."""
-    return keras.Sequential([
-        keras.Input((32, 32, 1)),
-        layers.Conv2D(64, 3, strides=2, padding="same"), layers.LeakyReLU(0.2),
-        layers.Conv2D(128, 3, strides=2, padding="same"), layers.BatchNormalization(),
-        layers.LeakyReLU(0.2),
-        layers.Conv2D(256, 3, strides=2, padding="same"), layers.BatchNormalization(),
-        layers.LeakyReLU(0.2),
-        layers.Flatten(), layers.Dense(2048), layers.BatchNormalization(),
-        layers.LeakyReLU(0.2), layers.Dense(1)])
+def dcgan_discriminator(keras_module: Any = keras):
+    """`models.dcgan.Discriminator` (BN in D) as a Keras Sequential: 32x32x1 -> logit:
+    Conv64/s2 - LReLU - (Conv/s2 - BN - LReLU) x 2 - Dense2048 - BN - LReLU - Dense1."""
+    kl = keras_module.layers
+    return keras_module.Sequential([
+        keras_module.Input((32, 32, 1)),
+        kl.Conv2D(64, 3, strides=2, padding="same"), kl.LeakyReLU(0.2),
+        kl.Conv2D(128, 3, strides=2, padding="same"), kl.BatchNormalization(),
+        kl.LeakyReLU(0.2),
+        kl.Conv2D(256, 3, strides=2, padding="same"), kl.BatchNormalization(),
+        kl.LeakyReLU(0.2),
+        kl.Flatten(), kl.Dense(2048), kl.BatchNormalization(),
+        kl.LeakyReLU(0.2), kl.Dense(1)])
 
 
 class DCGAN(keras.Model):
@@ -283,62 +339,112 @@ def _multi_output_loss(y, p):
             + 10.0 * tf.reduce_mean(keras.losses.binary_crossentropy(gender, p["gender"])))
 
 
-def functional_model(name: str) -> keras.Model:
-    """The Keras 3 functional model of the same name in models/functional.py."""
+def _sequential_graph(name: str, kl: Any, keras_module: Any):
+    """(inputs, outputs) of the single-input image models (see `functional_net`)."""
     if name == "separable_convnet":
-        x = inp = keras.Input((64, 64, 3))
+        x = inp = keras_module.Input((64, 64, 3))
         for i, f in enumerate((32, 64, 64, 128, 64, 128)):
-            x = layers.SeparableConv2D(f, 3, activation="relu")(x)
+            x = kl.SeparableConv2D(f, 3, activation="relu", name=f"separable_conv2d_{i + 1}")(x)
             if i in (1, 3):
-                x = layers.MaxPooling2D(2)(x)
-        x = layers.Dense(32, activation="relu")(layers.GlobalAveragePooling2D()(x))
-        out, loss = layers.Dense(10, activation="softmax")(x), keras.losses.categorical_crossentropy
-    elif name == "residual":
-        x = inp = keras.Input((32, 32, 3))
-        for f, down in ((64, False), (64, False), (128, True)):
-            y = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
-            y = layers.Conv2D(f, 3, padding="same", activation="relu")(y)
+                x = kl.MaxPooling2D(2)(x)
+        x = kl.Dense(32, activation="relu", name="dense_1")(kl.GlobalAveragePooling2D()(x))
+        return inp, kl.Dense(10, activation="softmax", name="dense_2")(x)
+    if name == "residual":
+        x = inp = keras_module.Input((32, 32, 3))
+        for b, (f, down) in enumerate(((64, False), (64, False), (128, True))):
+            p = f"block_{b + 1}__"
+            y = kl.Conv2D(f, 3, padding="same", activation="relu", name=p + "conv_1")(x)
+            y = kl.Conv2D(f, 3, padding="same", activation="relu", name=p + "conv_2")(y)
             if down:
-                y = layers.MaxPooling2D(2, strides=2)(y)
-                x = layers.Conv2D(f, 1, strides=2, padding="same")(x)
+                y = kl.MaxPooling2D(2, strides=2)(y)
+                x = kl.Conv2D(f, 1, strides=2, padding="same", name=p + "projection")(x)
             elif x.shape[-1] != f:
-                x = layers.Conv2D(f, 1, padding="same")(x)
-            x = layers.add([y, x])
-        out = layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x))
-        loss = keras.losses.categorical_crossentropy
-    elif name == "qa":
-        text, question = keras.Input((100,), dtype="int32"), keras.Input((20,), dtype="int32")
-        t = layers.LSTM(32)(layers.Embedding(10000, 64)(text))
-        q = layers.LSTM(16)(layers.Embedding(10000, 32)(question))
-        inp = [text, question]
-        out = layers.Dense(500, activation="softmax")(layers.concatenate([t, q]))
-        loss = keras.losses.categorical_crossentropy
-    elif name == "siamese_lstm":
-        left, right = keras.Input((20, 128)), keras.Input((20, 128))
-        lstm = layers.LSTM(32)
-        inp = [left, right]
-        out = layers.Dense(1, activation="sigmoid")(layers.concatenate([lstm(left),
-                                                                          lstm(right)]))
-        loss = keras.losses.binary_crossentropy
-    elif name == "multi_output":
-        inp = keras.Input((500,), dtype="int32")
-        x = layers.Embedding(50000, 256)(inp)
-        x = layers.MaxPooling1D(5)(layers.Conv1D(128, 5, activation="relu")(x))
-        x = layers.Conv1D(256, 5, activation="relu")(x)
-        x = layers.MaxPooling1D(5)(layers.Conv1D(256, 5, activation="relu")(x))
-        x = layers.Conv1D(256, 5, activation="relu")(x)
-        x = layers.Conv1D(256, 5, activation="relu")(x)
-        x = layers.Dense(128, activation="relu")(layers.GlobalMaxPooling1D()(x))
-        out = {"age": layers.Dense(1, name="age")(x),
-               "income": layers.Dense(10, activation="softmax", name="income")(x),
-               "gender": layers.Dense(1, activation="sigmoid", name="gender")(x)}
-        model = CustomStepModel(inp, out)
-        model.loss_fn = _multi_output_loss
-        return model
-    else:
+                x = kl.Conv2D(f, 1, padding="same", name=p + "projection")(x)
+            x = kl.add([y, x])
+        return inp, kl.Dense(10, activation="softmax", name="classifier")(
+            kl.GlobalAveragePooling2D()(x))
+    if name == "inception":
+        x = keras_module.Input((32, 32, 64))
+
+        def conv(k, s, n):
+            return kl.Conv2D(128, k, strides=s, padding="same", activation="relu", name=n)
+
+        a = conv(1, 2, "branch_a")(x)
+        b = conv(3, 2, "branch_b_2")(conv(1, 1, "branch_b_1")(x))
+        c = conv(3, 1, "branch_c_conv")(kl.AveragePooling2D(3, strides=2, padding="same")(x))
+        d = conv(3, 2, "branch_d_3")(conv(3, 1, "branch_d_2")(conv(1, 1, "branch_d_1")(x)))
+        return x, kl.concatenate([a, b, c, d])
+    if name == "dense_example":
+        x = inp = keras_module.Input((64,))
+        for i in (1, 2):
+            x = kl.Dense(32, activation="relu", name=f"dense_{i}")(x)
+        return inp, kl.Dense(10, activation="softmax", name="dense_3")(x)
+    return None
+
+
+def _functional_graph(name: str, keras_module: Any):
+    """(inputs, outputs) of `functional_net(name, keras_module)`."""
+    kl = keras_module.layers
+    graph = _sequential_graph(name, kl, keras_module)
+    if graph is not None:
+        return graph
+    if name == "qa":
+        text = keras_module.Input((100,), dtype="int32", name="text")
+        question = keras_module.Input((20,), dtype="int32", name="question")
+        t = kl.LSTM(32, name="text_lstm")(kl.Embedding(10000, 64, name="text_embedding")(text))
+        q = kl.LSTM(16, name="question_lstm")(
+            kl.Embedding(10000, 32, name="question_embedding")(question))
+        return [text, question], kl.Dense(500, activation="softmax", name="answer")(
+            kl.concatenate([t, q]))
+    if name in ("siamese_lstm", "vision_tower"):
+        shape = (20, 128) if name == "siamese_lstm" else (64, 64, 3)
+        left, right = keras_module.Input(shape), keras_module.Input(shape)
+        if name == "siamese_lstm":
+            lstm = kl.LSTM(32, name="lstm")
+            return [left, right], kl.Dense(1, activation="sigmoid", name="classifier")(
+                kl.concatenate([lstm(left), lstm(right)]))
+        x = inp = keras_module.Input(shape)
+        for i, f in enumerate((32, 64, 64)):
+            x = kl.Conv2D(f, 3, activation="relu", name=f"conv_{i + 1}")(x)
+            x = kl.MaxPooling2D(2)(x) if i < 2 else kl.GlobalAveragePooling2D()(x)
+        tower = keras_module.Model(inp, x, name="vision_tower")
+        return [left, right], kl.concatenate([tower(left), tower(right)])
+    if name == "multi_output":
+        inp = keras_module.Input((500,), dtype="int32", name="posts")
+        conv = [kl.Conv1D(f, 5, activation="relu", name=f"conv1d_{i + 1}")
+                for i, f in enumerate((128, 256, 256, 256, 256))]
+        x = kl.MaxPooling1D(5)(conv[0](kl.Embedding(50000, 256, name="embedding")(inp)))
+        x = conv[4](conv[3](kl.MaxPooling1D(5)(conv[2](conv[1](x)))))
+        x = kl.Dense(128, activation="relu", name="dense")(kl.GlobalMaxPooling1D()(x))
+        return inp, {"age": kl.Dense(1, name="age")(x),
+                     "income": kl.Dense(10, activation="softmax", name="income")(x),
+                     "gender": kl.Dense(1, activation="sigmoid", name="gender")(x)}
+    raise ValueError(f"no Keras functional model {name!r}")
+
+
+def functional_net(name: str, keras_module: Any = keras):
+    """The functional model `name` of models/functional.py (its default sizes) as a
+    `keras_module.Model`, its layers named as the tfcore model's modules (nested paths
+    joined by '__'; the vision tower is a nested model named 'vision_tower')."""
+    inputs, outputs = _functional_graph(name, keras_module)
+    return keras_module.Model(inputs, outputs)
+
+
+_FUNCTIONAL_LOSSES = {"separable_convnet": keras.losses.categorical_crossentropy,
+                      "residual": keras.losses.categorical_crossentropy,
+                      "qa": keras.losses.categorical_crossentropy,
+                      "siamese_lstm": keras.losses.binary_crossentropy}
+
+
+def functional_model(name: str) -> keras.Model:
+    """The Keras 3 functional model of the same name in models/functional.py, with
+    the bench's custom train_step on its loss."""
+    if name not in FUNCTIONAL:
         raise ValueError(f"no Keras functional model {name!r}")
-    model = CustomStepModel(inp, out)
-    model.loss_fn = _mean(loss)
+    inputs, outputs = _functional_graph(name, keras)
+    model = CustomStepModel(inputs, outputs)
+    model.loss_fn = (_multi_output_loss if name == "multi_output"
+                     else _mean(_FUNCTIONAL_LOSSES[name]))
     return model
 
 

@@ -4,7 +4,8 @@ Each `Block` says how to construct a fresh layer, the example input shape it is 
 and checked on, and which `training` values matter. `test_layers_compile.py` runs every
 block through eager / tf.function / XLA, the build-once check, a checkpoint round trip
 and an unknown-batch `TensorSpec`. Add a block here and it gets all those tests.
-Also shared helpers: `state_variables`, `value_and_grads`.
+Also shared helpers: `state_variables`, `value_and_grads`, and the `keras_impl` fixture
+(Keras 3 and Keras 2) that parametrises the parity tests by Keras backend.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import zlib
 from typing import Callable, Tuple
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tfcore
@@ -94,3 +96,27 @@ def value_and_grads(fn, x, variables, cot) -> list:
         y = fn(x)
         loss = tf.reduce_sum(y * cot)
     return [y, *tape.gradient(loss, [x, *variables])]
+
+
+# --- the Keras backend of a parity case ---------------------------------------------------
+KERAS_IMPLS = ("keras3", "keras2")
+
+
+def keras_module(impl: str):
+    """`keras` (Keras 3) for 'keras3', `tf_keras` (Keras 2) for 'keras2' (the test is
+    skipped when tf-keras is not installed: `pip install -e .[test]`)."""
+    if impl == "keras3":
+        import keras
+        return keras
+    return pytest.importorskip("tf_keras")
+
+
+def is_keras2(module) -> bool:
+    return module.__name__ == "tf_keras"
+
+
+@pytest.fixture(params=KERAS_IMPLS)
+def keras_impl(request):
+    """The Keras module a parity case runs against, `keras` (Keras 3) or `tf_keras`
+    (Keras 2): one set of cases for both (import this fixture into a test module)."""
+    return keras_module(request.param)

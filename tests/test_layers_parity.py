@@ -1,4 +1,10 @@
-"""Numerical parity of the core layers with real Keras 3 layers (TensorFlow backend).
+"""Numerical parity of the core layers with real Keras layers, Keras 3 and Keras 2.
+
+Every case runs against Keras 3 (`keras`) and Keras 2 (`tf_keras`): the `keras_impl`
+fixture (tests/blocks.py) is the Keras module. Keras 2's weight names are mapped to
+tfcore's by `tfcore.keras_io` (DepthwiseConv2D's `depthwise_kernel` is our `kernel`),
+and Keras 2's fused BatchNormalization (4-D inputs) is compared with
+`BatchNorm(unbiased_moving_variance=True)`, the option that reproduces it.
 
 For each case a Keras layer and a tfcore layer are built on the same deterministic
 NumPy input, the Keras weights are copied into the tfcore variables by name, and we
@@ -16,7 +22,8 @@ import pytest
 import tensorflow as tf
 
 import tfcore
-from blocks import value_and_grads
+from blocks import is_keras2, keras_impl, value_and_grads  # noqa: F401 (a fixture)
+from tfcore import keras_io
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -29,9 +36,17 @@ def _short(name):
     return name.split("/")[-1].split(":")[0]
 
 
+def our_name(ours, keras_weight) -> str:
+    """Our attribute name for a Keras 3 or Keras 2 weight of the layer `ours`."""
+    keras2 = {v: k for k, v in keras_io.KERAS2_WEIGHT_NAMES.get(type(ours).__name__,
+                                                                 {}).items()}
+    name = _short(keras_weight.name)
+    return keras2.get(name, name)
+
+
 def copy_and_check_weights(ours, theirs):
     """Checks names/shapes/trainable flags like Keras's, then copies Keras -> ours."""
-    keras_w = {w.name: w for w in theirs.weights}
+    keras_w = {our_name(ours, w): w for w in theirs.weights}
     ours_w = {_short(v.name): v for v in ours.variables}
     assert sorted(ours_w) == sorted(keras_w)
     for name, w in keras_w.items():
@@ -55,7 +70,7 @@ def build_and_copy(ours, theirs, x, keras_jit=False, **our_kwargs):
 def compare(ours, theirs, x, training=False, keras_jit=False, **our_kwargs):
     """One call of each: outputs and input/variable gradients must agree."""
     keras_vars = list(theirs.trainable_weights)
-    our_vars = [getattr(ours, w.name) for w in keras_vars]
+    our_vars = [getattr(ours, our_name(ours, w)) for w in keras_vars]
 
     def keras_fn(x, cot):
         return value_and_grads(lambda t: theirs(t, training=training), x,
@@ -87,8 +102,8 @@ def check_parity(ours, theirs, x, training=False, keras_jit=False, **our_kwargs)
     ((2, 3, 6), dict(units=4, activation="tanh")),
     ((4, 3), dict(units=2, use_bias=False)),
 ])
-def test_dense(shape, kwargs):
-    check_parity(tfcore.Dense(**kwargs), keras.layers.Dense(**kwargs), _x(shape))
+def test_dense(shape, kwargs, keras_impl):
+    check_parity(tfcore.Dense(**kwargs), keras_impl.layers.Dense(**kwargs), _x(shape))
 
 
 # -- Conv2D ---------------------------------------------------------------------
@@ -100,8 +115,21 @@ def test_dense(shape, kwargs):
     ((2, 9, 9, 2), dict(filters=2, kernel_size=3, dilation_rate=2, padding="same")),
     ((1, 9, 8, 3), dict(filters=2, kernel_size=(3, 2), dilation_rate=(1, 2))),
 ])
-def test_conv2d(shape, kwargs):
-    check_parity(tfcore.Conv2D(**kwargs), keras.layers.Conv2D(**kwargs), _x(shape))
+def test_conv2d(shape, kwargs, keras_impl):
+    check_parity(tfcore.Conv2D(**kwargs), keras_impl.layers.Conv2D(**kwargs), _x(shape))
+
+
+@pytest.mark.parametrize("shape,kwargs", [
+    ((2, 7, 6, 3), dict(kernel_size=3)),
+    ((2, 8, 7, 2), dict(kernel_size=(3, 2), strides=2, padding="same", depth_multiplier=2,
+                        activation="relu")),
+])
+def test_depthwise_conv2d(shape, kwargs, keras_impl):
+    # Keras 2 names the kernel depthwise_kernel (mapped by tfcore.keras_io), Keras 3 kernel.
+    theirs = keras_impl.layers.DepthwiseConv2D(**kwargs)
+    check_parity(tfcore.DepthwiseConv2D(**kwargs), theirs, _x(shape))
+    assert [_short(w.name) for w in theirs.weights][0] == (
+        "depthwise_kernel" if is_keras2(keras_impl) else "kernel")
 
 
 # -- Conv2DTranspose ------------------------------------------------------------
@@ -125,21 +153,24 @@ CONV_T = [
 
 
 @pytest.mark.parametrize("shape,kwargs", CONV_T)
-def test_conv2d_transpose(shape, kwargs):
+def test_conv2d_transpose(shape, kwargs, keras_impl):
     y = check_parity(tfcore.Conv2DTranspose(**kwargs),
-                     keras.layers.Conv2DTranspose(**kwargs), _x(shape))
+                     keras_impl.layers.Conv2DTranspose(**kwargs), _x(shape))
     # Keras's own shape inference agrees with ours.
     assert tuple(y.shape) == tuple(
-        keras.layers.Conv2DTranspose(**kwargs).compute_output_shape(shape))
+        keras_impl.layers.Conv2DTranspose(**kwargs).compute_output_shape(shape))
 
 
 @pytest.mark.parametrize("shape,kwargs", [
     ((2, 5, 4, 3), dict(filters=2, kernel_size=3, dilation_rate=2, padding="same")),
     ((1, 4, 5, 2), dict(filters=2, kernel_size=(2, 3), dilation_rate=(1, 2))),
 ])
-def test_conv2d_transpose_dilated(shape, kwargs):
+def test_conv2d_transpose_dilated(shape, kwargs, keras_impl):
     # Keras on CPU needs XLA here (TF's CPU Conv2DBackpropInput has no dilation).
-    check_parity(tfcore.Conv2DTranspose(**kwargs), keras.layers.Conv2DTranspose(**kwargs),
+    if is_keras2(keras_impl) and len(set(np.broadcast_to(kwargs["dilation_rate"], 2))) > 1:
+        pytest.skip("Keras 2's Conv2DTranspose takes equal dilation rates only")
+    check_parity(tfcore.Conv2DTranspose(**kwargs),
+                 keras_impl.layers.Conv2DTranspose(**kwargs),
                  _x(shape), keras_jit=True)
 
 
@@ -153,35 +184,36 @@ POOLS = [
 
 
 @pytest.mark.parametrize("shape,kwargs", POOLS)
-def test_max_pool2d(shape, kwargs):
-    check_parity(tfcore.MaxPool2D(**kwargs), keras.layers.MaxPooling2D(**kwargs),
+def test_max_pool2d(shape, kwargs, keras_impl):
+    check_parity(tfcore.MaxPool2D(**kwargs), keras_impl.layers.MaxPooling2D(**kwargs),
                  _x(shape))
 
 
 @pytest.mark.parametrize("shape,kwargs", POOLS)
-def test_avg_pool2d(shape, kwargs):
+def test_avg_pool2d(shape, kwargs, keras_impl):
     keras_kwargs = {"pool_size": 2, **kwargs}  # Keras 3.15 has no pool_size default here
-    check_parity(tfcore.AvgPool2D(**kwargs), keras.layers.AveragePooling2D(**keras_kwargs),
+    check_parity(tfcore.AvgPool2D(**kwargs),
+                 keras_impl.layers.AveragePooling2D(**keras_kwargs),
                  _x(shape))
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(size=(2, 3)),
                                     dict(size=2, interpolation="bilinear"),
                                     dict(size=(3, 2), interpolation="bilinear")])
-def test_upsampling2d(kwargs):
-    check_parity(tfcore.UpSampling2D(**kwargs), keras.layers.UpSampling2D(**kwargs),
+def test_upsampling2d(kwargs, keras_impl):
+    check_parity(tfcore.UpSampling2D(**kwargs), keras_impl.layers.UpSampling2D(**kwargs),
                  _x((2, 3, 4, 2)))
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 7), (2, 2, 3)])
-def test_flatten(shape):
-    check_parity(tfcore.Flatten(), keras.layers.Flatten(), _x(shape))
+def test_flatten(shape, keras_impl):
+    check_parity(tfcore.Flatten(), keras_impl.layers.Flatten(), _x(shape))
 
 
 # -- Dropout (masks come from different RNGs: compare the semantics) ----------------
-def test_dropout_matches_keras_semantics():
+def test_dropout_matches_keras_semantics(keras_impl):
     x = _x((64, 32))
-    ours, theirs = tfcore.Dropout(0.25), keras.layers.Dropout(0.25)
+    ours, theirs = tfcore.Dropout(0.25), keras_impl.layers.Dropout(0.25)
     np.testing.assert_array_equal(ours(x).numpy(), theirs(x).numpy())  # inference
     y_o = ours(x, training=True, seed=tf.constant([3, 4])).numpy()
     y_k = theirs(x, training=True).numpy()
@@ -192,6 +224,12 @@ def test_dropout_matches_keras_semantics():
 
 
 # -- BatchNorm --------------------------------------------------------------------
+def keras2_fused(theirs) -> bool:
+    """Whether a BUILT Keras BatchNormalization is Keras 2's fused one (4-D inputs),
+    whose moving variance `BatchNorm(unbiased_moving_variance=True)` reproduces."""
+    return bool(getattr(theirs, "fused", False))
+
+
 @pytest.mark.parametrize("shape,kwargs", [
     ((6, 4, 3, 5), dict(momentum=0.9)),
     ((6, 4, 3, 5), dict(axis=1, momentum=0.8, epsilon=1e-2)),
@@ -199,14 +237,17 @@ def test_dropout_matches_keras_semantics():
     ((6, 3, 4), dict(center=False, momentum=0.7)),
     ((6, 3, 4), dict(scale=False, axis=-2)),
 ])
-def test_batch_norm_training_steps_then_inference(shape, kwargs):
-    ours, theirs = tfcore.BatchNorm(**kwargs), keras.layers.BatchNormalization(**kwargs)
+def test_batch_norm_training_steps_then_inference(shape, kwargs, keras_impl):
+    theirs = keras_impl.layers.BatchNormalization(**kwargs)
+    theirs(_x(shape))
+    ours = tfcore.BatchNorm(**kwargs, unbiased_moving_variance=keras2_fused(theirs))
+    assert keras2_fused(theirs) == (is_keras2(keras_impl) and len(shape) == 4)
     build_and_copy(ours, theirs, _x(shape))
     rng = np.random.default_rng(5)  # non-trivial gamma/beta
     for w in theirs.trainable_weights:
         value = rng.uniform(0.5, 1.5, size=w.shape).astype(np.float32)
         w.assign(value)
-        getattr(ours, w.name).assign(value)
+        getattr(ours, _short(w.name)).assign(value)
     for step in range(3):  # training: batch moments + moving-average updates
         x = _x(shape, seed=step + 1) * (step + 1.0) + step
         compare(ours, theirs, x, training=True)
@@ -217,11 +258,43 @@ def test_batch_norm_training_steps_then_inference(shape, kwargs):
     compare(ours, theirs, _x(shape, seed=11), training=False)
 
 
-def test_batch_norm_update_stats_false():
+@pytest.mark.parametrize("fused", [True, False])
+def test_batch_norm_keras2_fused_moving_variance_is_unbiased(fused):
+    """Keras 2's fused BatchNormalization moves the variance by var * n / (n - 1):
+    `unbiased_moving_variance=True` matches it, the default (Keras 3's) does not;
+    Keras 2's `fused=False` matches the default."""
+    tf_keras = pytest.importorskip("tf_keras")
+    shape, n = (3, 2, 2, 4), 3 * 2 * 2
+    x = _x(shape) * 2.0 + 1.0
+    theirs = tf_keras.layers.BatchNormalization(momentum=0.5, fused=fused)
+    theirs(x, training=True)
+    plain, unbiased = tfcore.BatchNorm(momentum=0.5), tfcore.BatchNorm(
+        momentum=0.5, unbiased_moving_variance=True)
+    for bn in (plain, unbiased):
+        bn(x, training=True)
+    var = np.var(x.numpy(), axis=(0, 1, 2))
+    np.testing.assert_allclose(plain.moving_variance.numpy(), 0.5 + 0.5 * var, rtol=1e-5)
+    np.testing.assert_allclose(unbiased.moving_variance.numpy(),
+                               0.5 + 0.5 * var * n / (n - 1), rtol=1e-5)
+    match = unbiased if fused else plain
+    np.testing.assert_allclose(theirs.moving_variance.numpy(),
+                               match.moving_variance.numpy(), **TOL)
+    np.testing.assert_allclose(theirs(x, training=True).numpy(),  # output: biased var
+                               plain(x, training=True).numpy(), **TOL)
+
+
+def test_batch_norm_unbiased_with_one_value_per_feature_is_finite():
+    bn = tfcore.BatchNorm(momentum=0.5, unbiased_moving_variance=True)
+    bn(tf.ones([1, 3]), training=True)  # n == 1: the factor is 1, as TF's fused kernel
+    np.testing.assert_allclose(bn.moving_variance.numpy(), [0.5, 0.5, 0.5])
+
+
+def test_batch_norm_update_stats_false(keras_impl):
     shape = (6, 3, 3, 4)
-    ours, theirs = tfcore.BatchNorm(momentum=0.5), keras.layers.BatchNormalization(
-        momentum=0.5)
+    theirs = keras_impl.layers.BatchNormalization(momentum=0.5)
     x = _x(shape) * 3.0 + 1.0
+    theirs(x)
+    ours = tfcore.BatchNorm(momentum=0.5, unbiased_moving_variance=keras2_fused(theirs))
     build_and_copy(ours, theirs, x)
     before = [v.numpy() for v in (ours.moving_mean, ours.moving_variance)]
     # training-mode output (batch moments) but no update of the moving statistics
@@ -231,21 +304,23 @@ def test_batch_norm_update_stats_false():
         np.testing.assert_array_equal(v.numpy(), b)
     ours(x, training=True)  # the default does update, like Keras did above
     np.testing.assert_allclose(ours.moving_mean.numpy(), theirs.moving_mean.numpy(), **TOL)
+    np.testing.assert_allclose(ours.moving_variance.numpy(),
+                               theirs.moving_variance.numpy(), **TOL)
 
 
 # -- Sequential -------------------------------------------------------------------
-def test_sequential_matches_keras_sequential():
+def test_sequential_matches_keras_sequential(keras_impl):
     x = _x((3, 8, 8, 2))
+    kl = keras_impl.layers
     ours = tfcore.Sequential([
-        tfcore.Conv2D(4, 3, padding="same", activation="relu"), tfcore.BatchNorm(),
+        tfcore.Conv2D(4, 3, padding="same", activation="relu"),
+        tfcore.BatchNorm(unbiased_moving_variance=is_keras2(keras_impl)),  # fused there
         tfcore.MaxPool2D(), tfcore.Conv2DTranspose(3, 3, strides=2, padding="same"),
         tfcore.UpSampling2D(), tfcore.AvgPool2D(), tfcore.Flatten(), tfcore.Dense(5)])
-    theirs = keras.Sequential([
-        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
-        keras.layers.BatchNormalization(), keras.layers.MaxPooling2D(),
-        keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same"),
-        keras.layers.UpSampling2D(), keras.layers.AveragePooling2D(2), keras.layers.Flatten(),
-        keras.layers.Dense(5)])
+    theirs = keras_impl.Sequential([
+        kl.Conv2D(4, 3, padding="same", activation="relu"), kl.BatchNormalization(),
+        kl.MaxPooling2D(), kl.Conv2DTranspose(3, 3, strides=2, padding="same"),
+        kl.UpSampling2D(), kl.AveragePooling2D(2), kl.Flatten(), kl.Dense(5)])
     ours(x), theirs(x)
     assert len(ours.layers) == len(theirs.layers)
     for a, b in zip(ours.layers, theirs.layers):
@@ -260,10 +335,10 @@ def test_sequential_matches_keras_sequential():
 # -- activations and initialisers -----------------------------------------------------
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax", "elu",
                                   "leaky_relu", "linear"])
-def test_activation_matches_keras(name):
+def test_activation_matches_keras(name, keras_impl):
     x = _x((4, 7)) * 3.0
     np.testing.assert_allclose(tfcore.activations.get(name)(x).numpy(),
-                               np.asarray(keras.activations.get(name)(x)), **TOL)
+                               np.asarray(keras_impl.activations.get(name)(x)), **TOL)
 
 
 def test_leaky_relu_default_slope_is_keras_3s():

@@ -1,16 +1,21 @@
-"""tfcore.losses against hand-written NumPy formulas and Keras 3's losses/metrics.
+"""tfcore.losses against hand-written NumPy formulas and Keras's losses/metrics.
+
+Every Keras comparison runs against Keras 3 (`keras`) and Keras 2 (`tf_keras`), the
+`keras_impl` fixture (tests/blocks.py). They agree everywhere except Keras 2's binary
+cross-entropy on probabilities, which adds 1e-7 inside the logs: compared with
+`binary_crossentropy(..., epsilon_in_log=True)`.
 
 Tolerances: NumPy references are computed in float64 from the same float32 inputs;
-tfcore computes in float32, so values agree to rtol=1e-5 (atol=1e-6). Keras 3
+tfcore computes in float32, so values agree to rtol=1e-5 (atol=1e-6). Keras
 references run the same float32 ops and agree to rtol=1e-5, atol=1e-6, except where
 noted (Keras's KL clips probabilities at 1e-7).
 """
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
-from tfcore import losses
+from blocks import is_keras2, keras_impl  # noqa: F401 (a fixture)
+from tfcore import gan, losses
 
 RTOL, ATOL = 1e-5, 1e-6
 EPS = 1e-7
@@ -35,7 +40,7 @@ EXTREME = np.array([[1e4, -1e4, 0.0], [-3e3, 2e3, 5e3], [88.0, -88.0, 0.0],
 
 
 # --- sparse / dense softmax cross-entropy -----------------------------------------
-def test_sparse_softmax_cross_entropy_numpy_and_keras():
+def test_sparse_softmax_cross_entropy_numpy_and_keras(keras_impl):
     logits = _logits()
     labels = np.array([0, 1, 4, 2, 3, 0])
     ref = -_log_softmax(logits)[np.arange(6), labels]
@@ -46,7 +51,7 @@ def test_sparse_softmax_cross_entropy_numpy_and_keras():
                                ref.mean(), rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(losses.sparse_softmax_cross_entropy(labels, logits, "sum"),
                                ref.sum(), rtol=RTOL, atol=ATOL)
-    k = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    k = keras_impl.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
     np.testing.assert_allclose(got, k, rtol=RTOL, atol=ATOL)
     # labels of shape [batch, 1] are squeezed (as Keras).
     np.testing.assert_allclose(
@@ -54,14 +59,14 @@ def test_sparse_softmax_cross_entropy_numpy_and_keras():
         rtol=RTOL, atol=ATOL)
 
 
-def test_softmax_cross_entropy_soft_labels_numpy_and_keras():
+def test_softmax_cross_entropy_soft_labels_numpy_and_keras(keras_impl):
     logits = _logits(seed=1)
     soft = np.abs(_rng(2).normal(size=logits.shape)).astype(np.float32)
     soft /= soft.sum(-1, keepdims=True)
     ref = -(soft * _log_softmax(logits)).sum(-1)
     got = losses.softmax_cross_entropy(soft, logits, reduction="none")
     np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
-    k = keras.losses.categorical_crossentropy(soft, logits, from_logits=True)
+    k = keras_impl.losses.categorical_crossentropy(soft, logits, from_logits=True)
     np.testing.assert_allclose(got, k, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(losses.categorical_crossentropy(soft, logits, from_logits=True),
                                ref.mean(), rtol=RTOL, atol=ATOL)
@@ -82,7 +87,7 @@ def test_cross_entropies_extreme_logits_are_finite():
 
 
 # --- categorical cross-entropy from probabilities ----------------------------------
-def test_categorical_crossentropy_probs_clipping_and_renormalisation():
+def test_categorical_crossentropy_probs_clipping_and_renormalisation(keras_impl):
     rng = _rng(3)
     probs = np.abs(rng.normal(size=(5, 4))).astype(np.float32)
     probs[0] = [1.0, 0.0, 0.0, 0.0]          # a zero probability on the true class
@@ -94,13 +99,13 @@ def test_categorical_crossentropy_probs_clipping_and_renormalisation():
     got = losses.categorical_crossentropy(y, probs, reduction="none")
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(got, keras.losses.categorical_crossentropy(y, probs),
+    np.testing.assert_allclose(got, keras_impl.losses.categorical_crossentropy(y, probs),
                                rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(got[0], -np.log(EPS), rtol=1e-4)
 
 
 # --- binary cross-entropy --------------------------------------------------------------
-def test_binary_crossentropy_probs_numpy_and_keras():
+def test_binary_crossentropy_probs_numpy_and_keras(keras_impl):
     rng = _rng(4)
     p = rng.uniform(size=(6, 3)).astype(np.float32)
     p[0, 0], p[1, 1] = 0.0, 1.0               # exercised by the clip
@@ -114,13 +119,66 @@ def test_binary_crossentropy_probs_numpy_and_keras():
     # float64 by ~20% at p == 1; compare that entry with a looser tolerance.
     np.testing.assert_allclose(got, ref, rtol=0.1)
     np.testing.assert_allclose(got[2:], ref[2:], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(got, keras.losses.binary_crossentropy(y, p),
+    keras2 = is_keras2(keras_impl)  # Keras 2 adds 1e-7 inside the logs
+    ours = losses.binary_crossentropy(y, p, reduction="none", epsilon_in_log=keras2)
+    np.testing.assert_allclose(ours, keras_impl.losses.binary_crossentropy(y, p),
                                rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(losses.binary_crossentropy(y, p),
-                               keras.losses.BinaryCrossentropy()(y, p), rtol=RTOL)
+    np.testing.assert_allclose(losses.binary_crossentropy(y, p, epsilon_in_log=keras2),
+                               keras_impl.losses.BinaryCrossentropy()(y, p), rtol=RTOL)
 
 
-def test_binary_crossentropy_logits_extreme_and_keras():
+@pytest.mark.parametrize("epsilon_in_log", [False, True])
+def test_binary_crossentropy_epsilon_in_log_is_keras2s(epsilon_in_log):
+    """A saturated wrong prediction costs -log(1e-7) = 16.12 (Keras 3) and
+    -log(1e-7 + 1e-7) = 15.42 with epsilon_in_log (Keras 2), as each Keras says."""
+    import keras
+    tf_keras = pytest.importorskip("tf_keras")
+    y, p = np.array([[1.0]], np.float32), np.array([[0.0]], np.float32)
+    got = losses.binary_crossentropy(y, p, epsilon_in_log=epsilon_in_log)
+    np.testing.assert_allclose(got, -np.log(2 * EPS if epsilon_in_log else EPS), rtol=1e-5)
+    np.testing.assert_allclose(got, [16.118, 15.425][epsilon_in_log], atol=2e-3)
+    theirs = (tf_keras if epsilon_in_log else keras).losses.binary_crossentropy(y, p)
+    np.testing.assert_allclose(got, theirs, rtol=RTOL)
+    other = (keras if epsilon_in_log else tf_keras).losses.binary_crossentropy(y, p)
+    assert abs(float(got) - float(other[0])) > 0.5  # the two Kerases really differ
+    logits = np.array([[2.0]], np.float32)  # from logits: no epsilon anywhere
+    np.testing.assert_array_equal(
+        losses.binary_crossentropy(y, logits, from_logits=True, epsilon_in_log=True),
+        losses.binary_crossentropy(y, logits, from_logits=True))
+
+
+@pytest.mark.parametrize("shape", [(64, 1), (7, 1), (100,)])
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+def test_gan_bce_with_logits_is_the_losses_bce_bitwise(shape, mode):
+    """tfcore.gan.bce_with_logits calls losses.binary_crossentropy: bitwise the former
+    body (sigmoid_cross_entropy_with_logits + reduce_mean) on the discriminator
+    logit shapes [b, 1] and [b], values and gradients."""
+    def former(logits, labels, reduction):
+        labels = tf.broadcast_to(tf.cast(labels, logits.dtype), tf.shape(logits))
+        per_elem = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+        if reduction == "mean":
+            return tf.reduce_mean(per_elem)
+        return per_elem if per_elem.shape.rank == 1 else tf.reduce_mean(per_elem, axis=1)
+
+    def values_and_grads(fn):
+        def run(t):
+            out = []
+            for label, reduction in ((1.0, "mean"), (0.0, "mean"), (0.9, "none")):
+                with tf.GradientTape() as tape:
+                    tape.watch(t)
+                    y = fn(t, label, reduction)
+                    total = tf.reduce_sum(y)
+                out += [y, tape.gradient(total, t)]
+            return out
+        return run if mode == "eager" else tf.function(run, jit_compile=mode == "xla")
+
+    x = tf.constant(_rng(14).normal(size=shape).astype(np.float32) * 5)
+    got, expected = values_and_grads(gan.bce_with_logits)(x), values_and_grads(former)(x)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_binary_crossentropy_logits_extreme_and_keras(keras_impl):
     x = np.array([[1e4, -1e4, 0.0, 30.0], [-100.0, 100.0, 2.0, -2.0]], np.float32)
     y = np.array([[0.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.3, 0.7]], np.float32)
     xd = x.astype(np.float64)
@@ -131,11 +189,11 @@ def test_binary_crossentropy_logits_extreme_and_keras():
         got = losses.binary_crossentropy(y, xt, from_logits=True, reduction="none")
     np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
     assert np.all(np.isfinite(tape.gradient(got, xt)))
-    k = keras.losses.binary_crossentropy(y, x, from_logits=True)
+    k = keras_impl.losses.binary_crossentropy(y, x, from_logits=True)
     np.testing.assert_allclose(got, k, rtol=RTOL, atol=ATOL)
 
 
-def test_binary_crossentropy_images_per_example_mean():
+def test_binary_crossentropy_images_per_example_mean(keras_impl):
     """[b, h, w, c]: 'none' = per-image mean over all pixels; 'mean' = Keras's loss."""
     rng = _rng(5)
     p = rng.uniform(0.01, 0.99, size=(3, 4, 5, 2)).astype(np.float32)
@@ -144,8 +202,9 @@ def test_binary_crossentropy_images_per_example_mean():
     got = losses.binary_crossentropy(y, p, reduction="none")
     assert got.shape == (3,)
     np.testing.assert_allclose(got, elem.reshape(3, -1).mean(1), rtol=RTOL)
-    np.testing.assert_allclose(losses.binary_crossentropy(y, p),
-                               keras.losses.BinaryCrossentropy()(y, p), rtol=RTOL)
+    np.testing.assert_allclose(
+        losses.binary_crossentropy(y, p, epsilon_in_log=is_keras2(keras_impl)),
+        keras_impl.losses.BinaryCrossentropy()(y, p), rtol=RTOL)
 
 
 def test_rank_mismatch_is_squeezed_not_broadcast():
@@ -160,7 +219,7 @@ def test_rank_mismatch_is_squeezed_not_broadcast():
 
 
 # --- KL and entropy ---------------------------------------------------------------------
-def test_kl_divergence_from_logits_numpy_and_keras():
+def test_kl_divergence_from_logits_numpy_and_keras(keras_impl):
     p_logits, q_logits = _logits(seed=6), _logits(seed=7)
     lp, lq = _log_softmax(p_logits), _log_softmax(q_logits)
     ref = (np.exp(lp) * (lp - lq)).sum(-1)
@@ -171,7 +230,7 @@ def test_kl_divergence_from_logits_numpy_and_keras():
                                ref.mean(), rtol=RTOL, atol=ATOL)
     # Keras's kl_divergence takes probabilities and clips them at 1e-7; with these
     # moderate logits every probability exceeds 1e-5, so they agree to 1e-5.
-    k = keras.losses.kl_divergence(tf.nn.softmax(p_logits), tf.nn.softmax(q_logits))
+    k = keras_impl.losses.kl_divergence(tf.nn.softmax(p_logits), tf.nn.softmax(q_logits))
     np.testing.assert_allclose(got, k, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(losses.kl_divergence_from_logits(p_logits, p_logits, "none"),
                                np.zeros(6), atol=1e-6)
@@ -194,14 +253,14 @@ def test_kl_and_entropy_extreme_logits_finite():
         assert np.all(np.isfinite(g))
 
 
-def test_entropy_from_logits_numpy_and_keras():
+def test_entropy_from_logits_numpy_and_keras(keras_impl):
     logits = _logits(seed=8)
     lp = _log_softmax(logits)
     ref = -(np.exp(lp) * lp).sum(-1)
     got = losses.entropy_from_logits(logits, reduction="none")
     np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
     # H(p) = cross-entropy of p against its own logits.
-    k = keras.losses.categorical_crossentropy(tf.nn.softmax(logits), logits,
+    k = keras_impl.losses.categorical_crossentropy(tf.nn.softmax(logits), logits,
                                               from_logits=True)
     np.testing.assert_allclose(got, k, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(losses.entropy_from_logits(np.zeros((2, 4))),
@@ -209,7 +268,7 @@ def test_entropy_from_logits_numpy_and_keras():
 
 
 # --- MSE ---------------------------------------------------------------------------------
-def test_mean_squared_error_numpy_and_keras():
+def test_mean_squared_error_numpy_and_keras(keras_impl):
     rng = _rng(9)
     a = rng.normal(size=(4, 3, 2)).astype(np.float32)
     b = rng.normal(size=(4, 3, 2)).astype(np.float32)
@@ -217,17 +276,17 @@ def test_mean_squared_error_numpy_and_keras():
     got = losses.mean_squared_error(a, b, reduction="none")
     np.testing.assert_allclose(got, ref, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(losses.mean_squared_error(a, b),
-                               keras.losses.MeanSquaredError()(a, b), rtol=RTOL)
+                               keras_impl.losses.MeanSquaredError()(a, b), rtol=RTOL)
 
 
 # --- accuracy -------------------------------------------------------------------------------
-def test_sparse_categorical_accuracy_vs_keras():
+def test_sparse_categorical_accuracy_vs_keras(keras_impl):
     logits = _logits(b=20, c=4, seed=10)
     labels = _rng(11).integers(0, 4, size=20)
     ref = (logits.argmax(-1) == labels).astype(np.float32)
     got = losses.sparse_categorical_accuracy(labels, logits, reduction="none")
     np.testing.assert_array_equal(got, ref)
-    k = keras.metrics.sparse_categorical_accuracy(labels, logits)
+    k = keras_impl.metrics.sparse_categorical_accuracy(labels, logits)
     np.testing.assert_array_equal(got, np.reshape(k, [-1]))
     np.testing.assert_allclose(losses.sparse_categorical_accuracy(labels, tf.nn.softmax(logits)),
                                ref.mean(), rtol=1e-6)
@@ -235,13 +294,13 @@ def test_sparse_categorical_accuracy_vs_keras():
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.3])
-def test_binary_accuracy_probs_and_logits_vs_keras(threshold):
+def test_binary_accuracy_probs_and_logits_vs_keras(threshold, keras_impl):
     rng = _rng(12)
     x = rng.normal(size=(10, 3)).astype(np.float32) * 2
     y = (rng.uniform(size=(10, 3)) > 0.5).astype(np.float32)
     p = tf.math.sigmoid(x).numpy()
     # Keras 3.15's function returns the element-wise hits; average per example.
-    k = np.reshape(keras.metrics.binary_accuracy(y, p, threshold=threshold), (10, -1))
+    k = np.reshape(keras_impl.metrics.binary_accuracy(y, p, threshold=threshold), (10, -1))
     k = k.mean(-1)
     got_p = losses.binary_accuracy(y, p, threshold=threshold, reduction="none")
     got_x = losses.binary_accuracy(y, x, threshold=threshold, from_logits=True,
@@ -250,7 +309,7 @@ def test_binary_accuracy_probs_and_logits_vs_keras(threshold):
     np.testing.assert_allclose(got_x, k, rtol=1e-6)
     ref = (y == (p > threshold)).mean(-1)
     np.testing.assert_allclose(got_p, ref, rtol=1e-6)
-    metric = keras.metrics.BinaryAccuracy(threshold=threshold)
+    metric = keras_impl.metrics.BinaryAccuracy(threshold=threshold)
     metric.update_state(y, p)
     np.testing.assert_allclose(losses.binary_accuracy(y, x, threshold, from_logits=True),
                                metric.result(), rtol=1e-6)
@@ -260,6 +319,8 @@ def test_binary_accuracy_probs_and_logits_vs_keras(threshold):
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="'average'"):
         losses.mean_squared_error([[1.0]], [[1.0]], reduction="average")
+    with pytest.raises(ValueError, match="epsilon_in_log.*'yes'"):
+        losses.binary_crossentropy([[1.0]], [[0.7]], epsilon_in_log="yes")
     with pytest.raises(ValueError, match="threshold.*1.5"):
         losses.binary_accuracy([[1.0]], [[0.7]], threshold=1.5)
     with pytest.raises(ValueError, match="labels must have the shape"):

@@ -29,6 +29,10 @@ Numerical notes: the `*_from_logits` functions use `log_softmax` /
 `sigmoid_cross_entropy_with_logits` and stay finite for any finite logits; the
 from-probability functions clip probabilities to `[1e-7, 1 - 1e-7]` like Keras 3
 (`keras.backend.epsilon()`), so they are finite for probabilities of exactly 0 or 1.
+
+Keras 2 (tf-keras) gives the same numbers, except its binary cross-entropy on
+probabilities, which also adds 1e-7 inside the logs: `binary_crossentropy(...,
+epsilon_in_log=True)` reproduces it.
 """
 from __future__ import annotations
 
@@ -37,6 +41,8 @@ from typing import Union
 
 import numpy as np
 import tensorflow as tf
+
+from tfcore.checks import check_bool
 
 TensorLike = Union[tf.Tensor, np.ndarray, float, list]
 
@@ -183,15 +189,19 @@ def categorical_crossentropy(y_true: TensorLike, y_pred: TensorLike,
 
 
 def binary_crossentropy(y_true: TensorLike, y_pred: TensorLike,
-                        from_logits: bool = False,
-                        reduction: str = "mean") -> tf.Tensor:
+                        from_logits: bool = False, reduction: str = "mean",
+                        epsilon_in_log: bool = False) -> tf.Tensor:
     """Element-wise binary cross-entropy, averaged per example.
 
     From probabilities (Keras 3): `p = clip(y_pred, 1e-7, 1 - 1e-7)`,
     `bce = -(y_true * log(p) + (1 - y_true) * log(1 - p))`.
+    With `epsilon_in_log=True` (Keras 2, tf-keras's `binary_crossentropy` on eager
+    tensors and on probabilities not computed by a sigmoid op):
+    `bce = -(y_true * log(p + 1e-7) + (1 - y_true) * log(1 - p + 1e-7))`, so a
+    saturated wrong prediction costs -log(2e-7) = 15.42 instead of -log(1e-7) = 16.12.
     From logits: `bce = max(x, 0) - x * y_true + log(1 + exp(-|x|))`
     (`tf.nn.sigmoid_cross_entropy_with_logits`, finite for any finite logits, no
-    clipping).
+    clipping; the same in Keras 2 and 3, `epsilon_in_log` is ignored).
 
     Args:
       y_true: targets in [0, 1], shape `[batch, ...]`.
@@ -200,8 +210,10 @@ def binary_crossentropy(y_true: TensorLike, y_pred: TensorLike,
       from_logits: whether `y_pred` holds logits.
       reduction: 'mean' (default), 'sum' or 'none' (shape `[batch]`: the mean over
         all non-batch axes; `[b, h, w, c]` images -> the per-image pixel mean).
+      epsilon_in_log: Keras 2's formula for probabilities (default False: Keras 3's).
     """
     _check_reduction(reduction)
+    epsilon_in_log = check_bool(epsilon_in_log, "epsilon_in_log")
     y_pred = _float_tensor(y_pred)
     y_true = _float_tensor(y_true, y_pred.dtype)
     y_true, y_pred = _match_rank(y_true, y_pred)
@@ -209,7 +221,11 @@ def binary_crossentropy(y_true: TensorLike, y_pred: TensorLike,
         values = tf.nn.sigmoid_cross_entropy_with_logits(labels=y_true, logits=y_pred)
     else:
         p = tf.clip_by_value(y_pred, EPSILON, 1.0 - EPSILON)
-        values = -(y_true * tf.math.log(p) + (1.0 - y_true) * tf.math.log(1.0 - p))
+        if epsilon_in_log:
+            values = -(y_true * tf.math.log(p + EPSILON)
+                       + (1.0 - y_true) * tf.math.log(1.0 - p + EPSILON))
+        else:
+            values = -(y_true * tf.math.log(p) + (1.0 - y_true) * tf.math.log(1.0 - p))
     return _reduce(values, reduction)
 
 
