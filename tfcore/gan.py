@@ -49,6 +49,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import tensorflow as tf
 
+from tfcore import losses
 from tfcore.layer import check_positive_int, fold_seed
 
 Net = Callable[..., tf.Tensor]
@@ -60,7 +61,7 @@ _DISTS = ("uniform", "normal")
 
 # --- losses -------------------------------------------------------------------------
 def bce_with_logits(logits, labels, reduction: str = "mean") -> tf.Tensor:
-    """Binary cross-entropy from logits.
+    """Binary cross-entropy from logits (`tfcore.losses.binary_crossentropy`).
 
     BCE(x, z) = max(x, 0) - x z + log(1 + exp(-|x|))
               = -z log sigmoid(x) - (1 - z) log(1 - sigmoid(x))   (stable form,
@@ -79,12 +80,7 @@ def bce_with_logits(logits, labels, reduction: str = "mean") -> tf.Tensor:
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     logits = tf.convert_to_tensor(logits)
     labels = tf.broadcast_to(tf.cast(labels, logits.dtype), tf.shape(logits))
-    per_elem = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
-    if reduction == "mean":
-        return tf.reduce_mean(per_elem)
-    if per_elem.shape.rank == 1:
-        return per_elem
-    return tf.reduce_mean(per_elem, axis=list(range(1, per_elem.shape.rank)))
+    return losses.binary_crossentropy(labels, logits, from_logits=True, reduction=reduction)
 
 
 def _check_smoothing(label_smoothing: float) -> float:
