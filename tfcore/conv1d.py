@@ -13,9 +13,9 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tfcore import initializers
+from tfcore import checks, initializers
 from tfcore.conv_base import ConvBase
-from tfcore.layer import add_bias, check_positive_int
+from tfcore.layer import add_bias
 
 
 class Conv1D(ConvBase):
@@ -43,7 +43,7 @@ class Conv1D(ConvBase):
                          name=name)
         (self.kernel_size,), (self.strides,) = self.kernel_size, self.strides
         (self.dilation_rate,) = self.dilation_rate
-        self.filters = check_positive_int(filters, "Conv1D filters")
+        self.filters = checks.check_int(filters, "Conv1D filters", low=1)
         self.kernel_initializer = initializers.get(kernel_initializer)
 
     def build(self, input_shape):

@@ -48,11 +48,11 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from tfcore import activations, initializers
+from tfcore import activations, checks, initializers
 from tfcore.conv2d_bias_relu import (check_fused_gradient, conv2d_bias_relu,
                                      use_fused_gradient)
 from tfcore.conv_base import ConvBase
-from tfcore.layer import add_bias, check_positive_int
+from tfcore.layer import add_bias
 
 IntOr2 = Union[int, Sequence[int]]
 
@@ -150,7 +150,7 @@ class Conv2D(ConvBase):
                  name: Optional[str] = None):
         super().__init__(2, kernel_size, strides, padding, dilation_rate, activation,
                          use_bias, bias_initializer, name=name)
-        self.filters = check_positive_int(filters, "Conv2D filters")
+        self.filters = checks.check_int(filters, "Conv2D filters", low=1)
         if algorithm not in ALGORITHMS:
             raise ValueError(f"Conv2D algorithm must be one of "
                              f"{', '.join(repr(a) for a in ALGORITHMS)}, got {algorithm!r}")

@@ -36,9 +36,9 @@ from typing import Callable, Optional, Sequence, Union
 
 import tensorflow as tf
 
-from tfcore import initializers
+from tfcore import checks, initializers
 from tfcore.conv_base import ConvBase
-from tfcore.layer import add_bias, check_positive_int, normalize_tuple
+from tfcore.layer import add_bias, normalize_tuple
 
 IntOr2 = Union[int, Sequence[int]]
 
@@ -96,7 +96,7 @@ class Conv2DTranspose(ConvBase):
                  name: Optional[str] = None):
         super().__init__(2, kernel_size, strides, padding, dilation_rate, activation,
                          use_bias, bias_initializer, name=name)
-        self.filters = check_positive_int(filters, "Conv2DTranspose filters")
+        self.filters = checks.check_int(filters, "Conv2DTranspose filters", low=1)
         if output_padding is None:
             self.output_padding = None
         else:

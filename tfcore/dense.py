@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfcore import activations, initializers
-from tfcore.layer import add_bias, Layer, check_positive_int
+from tfcore import activations, checks, initializers
+from tfcore.layer import add_bias, Layer
 
 
 class Dense(Layer):
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None):
         super().__init__(name=name)
-        self.units = check_positive_int(units, "Dense units")
+        self.units = checks.check_int(units, "Dense units", low=1)
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)

@@ -15,9 +15,9 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tfcore import initializers
+from tfcore import checks, initializers
 from tfcore.conv_base import ConvBase
-from tfcore.layer import add_bias, check_positive_int
+from tfcore.layer import add_bias
 
 
 class DepthwiseConv2D(ConvBase):
@@ -42,8 +42,8 @@ class DepthwiseConv2D(ConvBase):
                  bias_initializer="zeros", name: Optional[str] = None):
         super().__init__(2, kernel_size, strides, padding, dilation_rate, activation,
                          use_bias, bias_initializer, name=name)
-        self.depth_multiplier = check_positive_int(depth_multiplier,
-                                                   "DepthwiseConv2D depth_multiplier")
+        self.depth_multiplier = checks.check_int(depth_multiplier,
+                                                   "DepthwiseConv2D depth_multiplier", low=1)
         self.depthwise_initializer = initializers.get(depthwise_initializer)
 
     def build(self, input_shape):

@@ -15,8 +15,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tfcore import initializers
-from tfcore.layer import Layer, check_positive_int
+from tfcore import checks, initializers
+from tfcore.layer import Layer
 
 
 class Embedding(Layer):
@@ -34,8 +34,8 @@ class Embedding(Layer):
                  embeddings_initializer="random_uniform", mask_zero: bool = False,
                  name: Optional[str] = None):
         super().__init__(name=name)
-        self.input_dim = check_positive_int(input_dim, "Embedding input_dim")
-        self.output_dim = check_positive_int(output_dim, "Embedding output_dim")
+        self.input_dim = checks.check_int(input_dim, "Embedding input_dim", low=1)
+        self.output_dim = checks.check_int(output_dim, "Embedding output_dim", low=1)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.mask_zero = bool(mask_zero)
 

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from tfcore import initializers
+from tfcore import checks, initializers
 
 
 class Layer(tf.Module):
@@ -124,10 +124,9 @@ def _is_int(v) -> bool:
 
 
 def check_positive_int(value, what: str) -> int:
-    """`value` as an int; ValueError naming `what` and quoting the value if not > 0."""
-    if not _is_int(value) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
+    """`tfcore.checks.check_int(value, what, low=1)` (kept for the callers that have
+    not moved to `tfcore.checks` yet)."""
+    return checks.check_int(value, what, low=1)
 
 
 def normalize_tuple(value, n: int, what: str, allow_zero: bool = False) -> tuple:

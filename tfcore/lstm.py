@@ -33,8 +33,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tfcore import activations, initializers
-from tfcore.layer import Layer, check_positive_int
+from tfcore import activations, checks, initializers
+from tfcore.layer import Layer
 
 
 class LSTM(Layer):
@@ -64,7 +64,7 @@ class LSTM(Layer):
                  return_state: bool = False, go_backwards: bool = False,
                  name: Optional[str] = None):
         super().__init__(name=name)
-        self.units = check_positive_int(units, "LSTM units")
+        self.units = checks.check_int(units, "LSTM units", low=1)
         self.activation = activations.get(activation)
         self.recurrent_activation = activations.get(recurrent_activation)
         self.use_bias = bool(use_bias)

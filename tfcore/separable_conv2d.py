@@ -21,11 +21,11 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tfcore import activations, initializers
+from tfcore import activations, checks, initializers
 from tfcore.conv2d_bias_relu import (check_fused_gradient, conv2d_bias_relu,
                                      use_fused_gradient)
 from tfcore.conv_base import ConvBase
-from tfcore.layer import add_bias, check_positive_int
+from tfcore.layer import add_bias
 
 
 class SeparableConv2D(ConvBase):
@@ -56,9 +56,9 @@ class SeparableConv2D(ConvBase):
                  fused_gradient: Optional[bool] = None, name: Optional[str] = None):
         super().__init__(2, kernel_size, strides, padding, dilation_rate, activation,
                          use_bias, bias_initializer, name=name)
-        self.filters = check_positive_int(filters, "SeparableConv2D filters")
-        self.depth_multiplier = check_positive_int(depth_multiplier,
-                                                   "SeparableConv2D depth_multiplier")
+        self.filters = checks.check_int(filters, "SeparableConv2D filters", low=1)
+        self.depth_multiplier = checks.check_int(depth_multiplier,
+                                                   "SeparableConv2D depth_multiplier", low=1)
         self.depthwise_initializer = initializers.get(depthwise_initializer)
         self.pointwise_initializer = initializers.get(pointwise_initializer)
         self.fused_gradient = check_fused_gradient(fused_gradient, "SeparableConv2D")

@@ -16,8 +16,9 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tfcore import checks
 from tfcore.data.idx import DataError, PathLike
-from tfcore.layer import check_positive_int, normalize_tuple
+from tfcore.layer import normalize_tuple
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -128,7 +129,7 @@ def augment(images, factor: int, seed: int, scale_range: Tuple[float, float] = (
       float32 array [factor * N, h, w, C]: `images` first, then copy 1 of every image,
       then copy 2, ...
     """
-    check_positive_int(factor, "factor")
+    checks.check_int(factor, "factor", low=1)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     images = np.asarray(images, dtype=np.float32)

@@ -36,24 +36,12 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from tfcore.layer import check_positive_int
+from tfcore import checks
 
 _MAX_EPOCHS = 2 ** 62  # "forever" for repeat=True
 
 
 # -- the data order -----------------------------------------------------------------
-
-def _check_seed(seed, what: str = "seed") -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"{what} must be an integer, got {seed!r}")
-    return int(seed)
-
-
-def _check_epoch(epoch) -> int:
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-        raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
-    return int(epoch)
-
 
 def permutation_tensor(num_examples: int, seed, epoch, shuffle: bool = True) -> tf.Tensor:
     """The order of one epoch as a tensor; works eagerly and inside `tf.function`/XLA.
@@ -78,8 +66,9 @@ def permutation_tensor(num_examples: int, seed, epoch, shuffle: bool = True) -> 
 def epoch_permutation(num_examples: int, seed: int, epoch: int,
                       shuffle: bool = True) -> np.ndarray:
     """The order of epoch `epoch` as a NumPy int64 array [num_examples]."""
-    check_positive_int(num_examples, "num_examples")
-    perm = permutation_tensor(num_examples, _check_seed(seed), _check_epoch(epoch), shuffle)
+    checks.check_int(num_examples, "num_examples", low=1)
+    perm = permutation_tensor(num_examples, checks.check_int(seed, "seed"),
+                              checks.check_int(epoch, "epoch", low=0), shuffle)
     return perm.numpy().astype(np.int64)
 
 
@@ -101,7 +90,7 @@ def batch_indices(num_examples: int, batch_size: int, seed: int, epoch: int,
       is False and `batch_size` does not divide N. Identical to the batches of
       `make_dataset` and `DeviceDataset` with the same seed.
     """
-    check_positive_int(batch_size, "batch_size")
+    checks.check_int(batch_size, "batch_size", low=1)
     perm = epoch_permutation(num_examples, seed, epoch, shuffle)
     stop = (num_examples // batch_size) * batch_size if drop_remainder else num_examples
     return [perm[i:i + batch_size] for i in range(0, stop, batch_size)]
@@ -150,9 +139,9 @@ def make_dataset(arrays: Any, batch_size: int, shuffle: bool = True, seed: int =
     Returns:
       The dataset; batch `j` of epoch `k` holds `arrays[batch_indices(...)[j]]`.
     """
-    check_positive_int(batch_size, "batch_size")
-    seed = _check_seed(seed)
-    start_epoch = _check_epoch(start_epoch)
+    checks.check_int(batch_size, "batch_size", low=1)
+    seed = checks.check_int(seed, "seed")
+    start_epoch = checks.check_int(start_epoch, "epoch", low=0)
     arrays, flat, n = _flatten_arrays(arrays, "make_dataset")
     with tf.device("/CPU:0"):
         tensors = [tf.convert_to_tensor(a) for a in flat]
@@ -221,7 +210,7 @@ class DeviceDataset:
           device: where to hold the tensors, e.g. '/GPU:0'; default TensorFlow's
             placement (the GPU when there is one).
         """
-        check_positive_int(batch_size, "batch_size")
+        checks.check_int(batch_size, "batch_size", low=1)
         arrays, flat, n = _flatten_arrays(arrays, "DeviceDataset")
         if batch_size > n:
             raise ValueError(f"batch_size must be at most the number of examples {n}, "
@@ -229,7 +218,7 @@ class DeviceDataset:
         self.num_examples = n
         self.batch_size = batch_size
         self.steps_per_epoch = n // batch_size
-        self.seed = _check_seed(seed)
+        self.seed = checks.check_int(seed, "seed")
         self.shuffle = bool(shuffle)
         scope = tf.device(device) if device else contextlib.nullcontext()
         with scope:
@@ -247,7 +236,7 @@ class DeviceDataset:
     def permutation(self, epoch) -> tf.Tensor:
         """int32 [N]: the order of `epoch` (Python int or scalar integer tensor)."""
         if isinstance(epoch, (int, np.integer)):
-            _check_epoch(epoch)
+            checks.check_int(epoch, "epoch", low=0)
         return permutation_tensor(self.num_examples, self.seed, epoch, self.shuffle)
 
     def gather(self, permutation: tf.Tensor, step) -> Any:
@@ -354,11 +343,11 @@ def balanced_subset(x, y, num_labeled: int, seed: int,
     y = _labels_1d(y, "balanced_subset")
     if len(x) != len(y):
         raise ValueError(f"balanced_subset: x has {len(x)} examples but y has {len(y)}")
-    check_positive_int(num_labeled, "num_labeled")
-    seed = _check_seed(seed)
+    checks.check_int(num_labeled, "num_labeled", low=1)
+    seed = checks.check_int(seed, "seed")
     if num_classes is None:
         num_classes = int(y.max()) + 1 if len(y) else 0
-    check_positive_int(num_classes, "num_classes")
+    checks.check_int(num_classes, "num_classes", low=1)
     if num_labeled % num_classes:
         raise ValueError(f"num_labeled must be divisible by the number of classes "
                          f"{num_classes}, got {num_labeled}")
@@ -395,7 +384,7 @@ def train_val_split(x, y, val_size: Union[int, float], seed: int
     n = len(x)
     if len(y) != n:
         raise ValueError(f"train_val_split: x has {n} examples but y has {len(y)}")
-    seed = _check_seed(seed)
+    seed = checks.check_int(seed, "seed")
     if isinstance(val_size, (float, np.floating)):
         if not 0.0 < val_size < 1.0:
             raise ValueError(f"val_size as a fraction must be in (0, 1), got {val_size!r}")

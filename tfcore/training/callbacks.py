@@ -43,7 +43,6 @@ Built in:
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import sys

@@ -143,7 +143,6 @@ import signal
 import threading
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-import numpy as np
 import tensorflow as tf
 
 from tfcore import checks

@@ -19,7 +19,7 @@ from typing import Callable, Dict, Sequence
 
 import tensorflow as tf
 
-from tfcore.layer import check_positive_int
+from tfcore import checks
 
 SCHEDULES = ("constant", "cosine", "step", "wsd")
 
@@ -61,7 +61,7 @@ def make_learning_rate_fn(schedule: str, learning_rate: float, total_steps: int,
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or \
             not 0 < learning_rate < math.inf:
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
-    total_steps = check_positive_int(total_steps, "total_steps")
+    total_steps = checks.check_int(total_steps, "total_steps", low=1)
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or \
             not 0 <= warmup_steps < total_steps:
         raise ValueError(f"warmup_steps must be an integer in [0, total_steps="

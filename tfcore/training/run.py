@@ -63,7 +63,7 @@ import tensorflow as tf
 from tfcore import checks
 from tfcore.training import callbacks as tfcallbacks
 from tfcore.training import checkpointing, distribute, export, metrics_io, options
-from tfcore.training.compile import JIT_MODES, resolve_jit
+from tfcore.training.compile import JIT_MODES
 from tfcore.training.loop import Loop, read_run_state
 from tfcore.training.options import Options, option
 
