@@ -1,7 +1,11 @@
 """tfcore: classic Keras-era models in pure, low-level TensorFlow 2.
 
-Flat public API: `tfcore.Dense`, `tfcore.Conv2D`, `tfcore.Adam`, ... Each block lives
-in its own module whose docstring says what it computes and its shapes.
+Flat public API: `tfcore.Dense`, `tfcore.Conv2D`, `tfcore.Adam`, ... (`__all__`).
+Each block lives in its own module whose docstring says what it computes and its
+shapes. Apart from the blocks: `tfcore.training` (the loop, callbacks, checkpoints,
+the run layer under the binaries), `tfcore.data` (MNIST, pipelines), `tfcore.checks`
+(argument checks), `tfcore.keras_io` (Keras weight files), `tfcore.vat` and
+`tfcore.gan` (the losses and steps of VAT and GANs).
 """
 from tfcore import activations, initializers
 from tfcore.layer import Layer
@@ -40,3 +44,18 @@ from tfcore.tied_dense import TiedDense
 
 # --- data augmentation ---
 from tfcore.random_translate import random_translate
+
+__all__ = [
+    # modules
+    "activations", "initializers", "losses", "optimizers",
+    # layers
+    "Layer", "Dense", "Conv2D", "conv2d_bias_relu", "Conv2DTranspose", "MaxPool2D",
+    "AvgPool2D", "UpSampling2D", "Flatten", "Dropout", "BatchNorm", "Sequential",
+    "Embedding", "LSTM", "Conv1D", "MaxPool1D", "GlobalAveragePool1D",
+    "GlobalAveragePool2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "DepthwiseConv2D",
+    "SeparableConv2D", "add", "concatenate", "TiedDense",
+    # optimizers
+    "SGD", "Adam", "Adadelta", "RMSprop",
+    # utilities
+    "summary", "random_translate",
+]
