@@ -19,9 +19,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# The headline job: the VAT classifier on MNIST (see README).
+# The headline job: the VAT classifier on MNIST (see README). --resume: a second
+# `make run` continues an interrupted run, or finds it done and tests it again.
 run: $(STAMP)
-	$(PY) -m train.vat --workdir=$(WORKDIR) --vat --dropout=false --epochs=12
+	$(PY) -m train.vat --workdir=$(WORKDIR) --resume --vat --dropout=false --epochs=12
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
