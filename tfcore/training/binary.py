@@ -65,12 +65,13 @@ def _parser(binary: str, flag_values: flags.FlagValues) -> Callable[[List[str]],
 def run_main(binary: str, config_cls: Type[options.Options],
              train_fn: Callable[[Any, str], Dict[str, Any]],
              summary: Optional[Callable[[Dict[str, Any]], str]],
-             flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
+             flag_values: flags.FlagValues, argv: Sequence[str],
+             workdir_required: bool = True) -> None:
     """What `main` runs after parsing (`argv`: what absl left)."""
     from tfcore.training.loop import Interrupted, NonFiniteError  # pylint: disable=import-outside-toplevel
     if len(argv) > 1:
         fail(binary, f"unexpected arguments: {' '.join(argv[1:])}")
-    if not flag_values.workdir:
+    if workdir_required and not flag_values.workdir:
         fail(binary, "--workdir is required")
     logging.getLogger("tfcore").setLevel(logging.INFO)
     logging.getLogger("train").setLevel(logging.INFO)
@@ -92,11 +93,14 @@ def run_main(binary: str, config_cls: Type[options.Options],
 def main(binary: str, config_cls: Type[options.Options],
          train_fn: Callable[[Any, str], Dict[str, Any]],
          summary: Optional[Callable[[Dict[str, Any]], str]] = None,
-         argv: Optional[Sequence[str]] = None) -> None:
-    """Runs a binary (see the module docstring); exits with its code."""
+         argv: Optional[Sequence[str]] = None, workdir_required: bool = True) -> None:
+    """Runs a binary (see the module docstring); exits with its code. With
+    `workdir_required=False` (a binary that trains nothing, e.g. train.gan_eval)
+    `--workdir` may be left out: `train_fn` then gets None."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     fv = flags.FLAGS
     define_flags(config_cls, fv)
-    app.run(lambda args: run_main(binary, config_cls, train_fn, summary, fv, args),
+    app.run(lambda args: run_main(binary, config_cls, train_fn, summary, fv, args,
+                                  workdir_required),
             argv=list(argv) if argv is not None else None,
             flags_parser=_parser(binary, fv))
