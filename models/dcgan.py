@@ -31,8 +31,10 @@ networks built with `keras.Sequential` (`variables_in_keras_order` gives the ord
 Both networks take `update_stats=False` (training-mode batch statistics without
 moving-average updates), forwarded to their BatchNorms.
 
-`make_train_step` binds them to `tfcore.gan`'s D and G steps as an UN-compiled
-`step(batch, seed) -> dict` for `tfcore.training.loop.fit` (which compiles it) and benchmarks.
+`make_train_step` binds them to `tfcore.gan`'s D and G steps, plus the weight average
+of G when given an `ema_generator` (`make_ema_generator`), as the one UN-compiled
+`step_fn(batch, seed) -> dict of scalars` that `train.dcgan` (through
+`tfcore.training.loop`, which compiles it) and `bench.run` run.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 import tfcore
-from tfcore import gan
+from tfcore import checks, gan
 from tfcore.layer import Layer, check_positive_int
 
 UPSAMPLINGS = ("upsample", "transpose")
@@ -50,12 +52,9 @@ Z_SHAPE = (4, 4, 4)
 # The binaries' default flat latent (`train.dcgan --latent_dim`, the bench's `dcgan`):
 # the write-up found 30 learns faster than 4x4x4 noise, and so did the runs in README.
 DEFAULT_LATENT_DIM = 30
-
-
-def _check_bool(value, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{what} must be a bool, got {value!r}")
-    return value
+# The decay of the generator's weight average (`make_train_step(ema_generator=...)`),
+# `train.dcgan --g_ema`'s default and the bench's `dcgan` step.
+DEFAULT_G_EMA = 0.999
 
 
 class Generator(Layer):
@@ -83,9 +82,7 @@ class Generator(Layer):
         super().__init__(name=name)
         if latent_dim is not None and latent_dim != 0:
             check_positive_int(latent_dim, "Generator latent_dim")
-        if upsampling not in UPSAMPLINGS:
-            raise ValueError(f"Generator upsampling must be one of {UPSAMPLINGS}, "
-                             f"got {upsampling!r}")
+        checks.check_choice(upsampling, "Generator upsampling", UPSAMPLINGS)
         self.latent_dim = int(latent_dim) if latent_dim else None
         self.upsampling = upsampling
         self.projection_channels = check_positive_int(projection_channels,
@@ -162,12 +159,10 @@ class Discriminator(Layer):
     def __init__(self, batchnorm: bool = True, negative_slope: float = 0.2,
                  dense_units: int = 2048, name: Optional[str] = "discriminator"):
         super().__init__(name=name)
-        self.batchnorm = _check_bool(batchnorm, "Discriminator batchnorm")
-        if (isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float))
-                or not 0 <= negative_slope < 1):
-            raise ValueError(f"Discriminator negative_slope must be in [0, 1), "
-                             f"got {negative_slope!r}")
-        self.negative_slope = float(negative_slope)
+        self.batchnorm = checks.check_bool(batchnorm, "Discriminator batchnorm")
+        self.negative_slope = checks.check_real(negative_slope,
+                                                "Discriminator negative_slope", low=0,
+                                                high=1, high_open=True)
         self.dense_units = check_positive_int(dense_units, "Discriminator dense_units")
         with self.name_scope:
             self.convs = [tfcore.Conv2D(f, 3, strides=2, padding="same",
@@ -238,8 +233,7 @@ def make_optimizers(preset: str = "default", g_lr: Optional[float] = None,
       preset: 'default' or 'writeup'.
       g_lr, g_beta1, d_lr, d_beta1: override the preset's value when not None.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    checks.check_choice(preset, "preset", tuple(PRESETS))
     (glr, gb1), (dlr, db1) = PRESETS[preset]
     g_opt = tfcore.Adam(learning_rate=glr if g_lr is None else g_lr,
                         beta_1=gb1 if g_beta1 is None else g_beta1, name="g_adam")
@@ -254,51 +248,87 @@ PRESETS: Dict[str, Tuple[Tuple[float, float], Tuple[float, float]]] = {
 }
 
 
-def make_train_step(generator: Generator, discriminator: Discriminator, g_opt: Any,
-                    d_opt: Any, order: str = "d_then_g", d_steps: int = 1,
-                    d_batch: str = "split", label_smoothing: float = 0.0,
-                    noise_dist: str = "uniform") -> Callable[..., Dict[str, tf.Tensor]]:
-    """An UN-compiled GAN step `step(batch, seed=None) -> dict of scalars`.
+def make_ema_generator(generator: Generator, name: str = "generator_ema") -> Generator:
+    """A second generator of `generator`'s architecture, built and holding a copy of
+    its weights (BatchNorm statistics included): the weight average that
+    `make_train_step(..., ema_generator=...)` updates (checkpointed as
+    'generator_ema' by `train.dcgan`)."""
+    ema = Generator(latent_dim=generator.latent_dim, upsampling=generator.upsampling,
+                    projection_channels=generator.projection_channels, name=name)
+    ema(tf.zeros([1, *generator.latent_shape]))
+    for a, v in zip(ema.variables_in_keras_order(), generator.variables_in_keras_order()):
+        a.assign(v)
+    return ema
 
-    The body of `tfcore.gan.make_gan_train_step` (its `python_function`): `d_steps` D
-    steps ('split': real and fake through D in separate passes; 'mixed': one pass over
-    their concatenation) and one G step, in `order`, with noise of shape
+
+def make_train_step(generator: Generator, discriminator: Discriminator, g_opt: Any,
+                    d_opt: Any, *, order: str = "d_then_g", d_steps: int = 1,
+                    d_batch: str = "split", label_smoothing: float = 0.0,
+                    noise_dist: str = "uniform", ema_generator: Optional[Generator] = None,
+                    ema_decay: float = DEFAULT_G_EMA
+                    ) -> Callable[..., Dict[str, tf.Tensor]]:
+    """The DCGAN's train step, UN-compiled: `step_fn(batch, seed=None) -> dict of scalars`.
+
+    `tfcore.gan.make_gan_train_step` over these networks: `d_steps` D steps ('split':
+    real and fake through D in separate passes; 'mixed': one pass over their
+    concatenation) and one G step, in `order`, with noise of shape
     [batch, *generator.latent_shape] sized from the batch and seeded from `seed`
     (stateless philox; stateful draws when None). Only D's variables move in D steps,
     only G's in G steps; D's BatchNorm moving statistics are restored after the G step.
-    `tfcore.training.loop.fit` compiles it (graph mode or XLA per `--jit`); wrap it in a
-    `tf.function` yourself to call it directly.
+    Then, with `ema_generator`, the weight average of G (`tfcore.gan.ema_update`) over
+    every variable in Keras order (BatchNorm statistics included):
+
+        a <- d_t a + (1 - d_t) v,   d_t = tfcore.gan.ema_decay(ema_decay, t)
+
+    with t = g_opt.iterations - 1, the 0-based count of G updates. D trains against
+    the current G; the average is what `train.dcgan` samples, measures and exports.
+    `tfcore.training.loop` compiles the step (graph mode or XLA per `--jit`; it has no
+    Python control flow on tensors, so AutoGraph may be off); wrap it in a
+    `tf.function` yourself to call it compiled.
 
     Builds the networks (one call on zeros) and the optimizers' slots if needed.
 
     Args:
       generator, discriminator: the networks.
-      g_opt, d_opt: optimizers (`apply_gradients`).
+      g_opt, d_opt: optimizers (`apply_gradients`; `g_opt.iterations` with an EMA).
       order: 'd_then_g' (default) or 'g_then_d'.
       d_steps: D steps per step (default 1).
       d_batch: 'split' (default) or 'mixed'.
       label_smoothing: one-sided real-label smoothing for D, in [0, 1) (default 0).
       noise_dist: 'uniform' (default, U(-1, 1)) or 'normal'.
+      ema_generator: None (default: no average) or a generator of the same
+        architecture (`make_ema_generator(generator)`), updated in place each step.
+      ema_decay: the average's decay d in [0, 1) (default `DEFAULT_G_EMA`, the
+        binary's `--g_ema`); used only with `ema_generator`.
 
     Returns:
-      `step(batch, seed=None)`; `batch` is real images [B, 32, 32, 1] (or a tuple whose
-      first element they are). It returns d_loss, d_loss_real, d_loss_fake, d_acc_real,
-      d_acc_fake (last D step, before its update) and g_loss.
+      `step_fn(batch, seed=None)`; `batch` is real images [B, 32, 32, 1] (or a tuple
+      whose first element they are). It returns float32 scalars d_loss, d_loss_real,
+      d_loss_fake, d_acc_real, d_acc_fake (last D step, before its update),
+      d_acc = (d_acc_real + d_acc_fake) / 2 and g_loss.
     """
     if not generator.built or not discriminator.built:
         build(generator, discriminator)
-    compiled = gan.make_gan_train_step(
+    if ema_generator is not None:
+        ema_decay = checks.check_real(ema_decay, "ema_decay", low=0, high=1,
+                                      high_open=True)
+    body = gan.make_gan_train_step(
         generator, discriminator, g_opt, d_opt, latent_shape=list(generator.latent_shape),
-        order=order, d_steps=d_steps, d_batch=d_batch, jit_compile=False,
-        noise_dist=noise_dist, label_smoothing=label_smoothing)
-    body = compiled.python_function
+        order=order, d_steps=d_steps, d_batch=d_batch, noise_dist=noise_dist,
+        label_smoothing=label_smoothing)
+    averages = ema_generator.variables_in_keras_order() if ema_generator else None
+    trained = generator.variables_in_keras_order()
 
-    # Nothing here needs AutoGraph (no Python control flow on tensors), and converting
-    # the layers' and optimizers' code dominated tracing: 10.9 s -> 2.4 s on the
-    # project's 2-core CPU (measured under `tf.function`, TF 2.21).
+    # No Python control flow on tensors: AutoGraph's conversion of the layers' and
+    # optimizers' code would only slow the tracing down.
     @tf.autograph.experimental.do_not_convert
-    def step(batch, seed=None):
+    def step_fn(batch, seed=None):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return body(images, seed)
+        logs = body(images, seed)
+        if averages is not None:
+            gan.ema_update(averages, trained,
+                           gan.ema_decay(ema_decay, g_opt.iterations - 1))
+        logs["d_acc"] = 0.5 * (logs["d_acc_real"] + logs["d_acc_fake"])
+        return logs
 
-    return step
+    return step_fn

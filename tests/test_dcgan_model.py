@@ -15,6 +15,9 @@
   in 'split' mode D's BatchNorm moving statistics after a step equal a NumPy-side
   computation with per-kind batch statistics (real batch, then fake batch), in 'mixed'
   mode with the concatenation's; the G step leaves them as the D step left them.
+* The generator's weight average is part of the step: a step_fn call (eager) and the
+  loop's compiled step each move `make_ema_generator`'s copy by the documented formula
+  a <- d_t a + (1 - d_t) v (with the warm-up d_t), and only with an ema_generator.
 """
 import keras
 import numpy as np
@@ -252,7 +255,8 @@ def test_step_updates_one_network_each_and_bn_statistics_per_kind(d_batch, updat
     logs = step((real,), seed)  # a tuple batch: its first element is the images
 
     assert set(logs) == {"d_loss", "d_loss_real", "d_loss_fake", "d_acc_real",
-                         "d_acc_fake", "g_loss"}
+                         "d_acc_fake", "d_acc", "g_loss"}
+    np.testing.assert_allclose(logs["d_acc"], (logs["d_acc_real"] + logs["d_acc_fake"]) / 2)
     assert [_ids(s) for s in d_opt.seen] == [_ids(d.trainable_variables)]
     assert [_ids(s) for s in g_opt.seen] == [_ids(g.trainable_variables)]
     fixed, moved = (d, g) if update == "generator" else (g, d)
@@ -290,3 +294,44 @@ def test_train_step_validates():
         dcgan.make_train_step(g, d, g_opt, d_opt, order="g_first")
     with pytest.raises(ValueError, match="d_steps.*0"):
         dcgan.make_train_step(g, d, g_opt, d_opt, d_steps=0)
+
+
+def _keras_values(net):
+    return [v.numpy().astype(np.float64) for v in net.variables_in_keras_order()]
+
+
+def test_weight_average_is_part_of_the_step():
+    """a <- d_t a + (1 - d_t) v over every G variable in Keras order (BatchNorm
+    statistics too), d_t = min(0.999, (1 + t) / (10 + t)) at G update t: 0.1 for the
+    eager call (t = 0), then 2/11 for the loop's compiled step (t = 1)."""
+    from tfcore.training import loop
+    g, d = dcgan.Generator(latent_dim=5), dcgan.Discriminator(dense_units=32)
+    dcgan.build(g, d)
+    g_opt, d_opt = dcgan.make_optimizers()
+    ema = dcgan.make_ema_generator(g)
+    assert ema.name == "generator_ema" and ema.latent_shape == g.latent_shape
+    for a, v in zip(_keras_values(ema), _keras_values(g)):
+        np.testing.assert_array_equal(a, v)  # a copy to start from
+    for i, a in enumerate(ema.variables_in_keras_order()):  # away from G, so the
+        a.assign(a + 0.5 * (i + 1))                        # formula's a-term shows
+    step = dcgan.make_train_step(g, d, g_opt, d_opt, ema_generator=ema)
+    images = _images(8, seed=9)
+    before = _keras_values(ema)
+    step(images[:4], tf.constant([1, 2], tf.int64))
+    after = _keras_values(ema)
+    for b, a, v in zip(before, after, _keras_values(g)):
+        np.testing.assert_allclose(a, 0.1 * b + 0.9 * v, rtol=1e-5, atol=1e-6)
+    loop.fit(step, images.numpy(), batch_size=4, steps=1, progress=False, jit="off",
+             autograph=False, objects={"generator": g, "discriminator": d,
+                                       "generator_ema": ema, "g_opt": g_opt,
+                                       "d_opt": d_opt})
+    decay = 2.0 / 11.0
+    for b, a, v in zip(after, _keras_values(ema), _keras_values(g)):
+        np.testing.assert_allclose(a, decay * b + (1 - decay) * v, rtol=1e-5, atol=1e-6)
+    # Without an ema_generator the step leaves the copy alone.
+    frozen = _keras_values(ema)
+    dcgan.make_train_step(g, d, g_opt, d_opt)(images[:4], tf.constant([3, 4], tf.int64))
+    for a, b in zip(frozen, _keras_values(ema)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="ema_decay must be a finite number in"):
+        dcgan.make_train_step(g, d, g_opt, d_opt, ema_generator=ema, ema_decay=1.0)

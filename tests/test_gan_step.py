@@ -320,11 +320,13 @@ def test_train_step_follows_documented_order(order):
 def test_noise_follows_the_real_batch_size():
     g, d = _pair()
     step = gan.make_gan_train_step(g, d, SGD(), SGD(), LATENT, d_batch="mixed")
+    # The one train-step contract: a plain function (the loop or the caller compiles).
+    assert not hasattr(step, "get_concrete_function")
     m = step(data(4), tf.constant([0, 4], tf.int64))
     assert int(g.last_batch.numpy()) == 4
     # Unknown batch size: one graph for every batch size (a short last batch works).
-    fn = step.get_concrete_function(tf.TensorSpec([None, FEAT], tf.float32),
-                                    tf.TensorSpec([2], tf.int64))
+    fn = tf.function(step).get_concrete_function(tf.TensorSpec([None, FEAT], tf.float32),
+                                                 tf.TensorSpec([2], tf.int64))
     for batch in (7, 3):
         m = fn(tf.constant(data(batch)), tf.constant([0, batch], tf.int64))
         assert int(g.last_batch.numpy()) == batch
@@ -342,8 +344,9 @@ def _xla_noise(batch, seed):
 def test_train_step_under_xla_matches_eager_replay():
     seed = tf.constant([21, 22], tf.int64)
     g1, d1 = _pair()
-    step = gan.make_gan_train_step(g1, d1, SGD(0.1), SGD(0.2), LATENT, jit_compile=True,
-                                   noise_dist="normal", label_smoothing=0.1)
+    step = tf.function(gan.make_gan_train_step(g1, d1, SGD(0.1), SGD(0.2), LATENT,
+                                               noise_dist="normal", label_smoothing=0.1),
+                       jit_compile=True)
     g2, d2 = _pair()
     d_opt, g_opt = SGD(0.2), SGD(0.1)
     real = data(5, seed=1)

@@ -41,7 +41,8 @@ Choices made here (each can be changed by an argument):
   `discriminator.non_trainable_variables`; for a plain callable, forward
   `update_stats=False` (or the equivalent) in the lambda instead.
 
-`make_gan_train_step` composes these into one compiled step.
+`make_gan_train_step` composes these into one train step, uncompiled (the training
+loop, or the caller, compiles it).
 """
 from __future__ import annotations
 
@@ -345,14 +346,14 @@ def generator_step(generator: Net, discriminator: Net, g_optimizer: Any, noise,
 
 def make_gan_train_step(generator: Net, discriminator: Net, g_opt: Any, d_opt: Any,
                         latent_shape: Union[int, Sequence[int]], order: str = "d_then_g",
-                        d_steps: int = 1, d_batch: str = "split", jit_compile: bool = False,
+                        d_steps: int = 1, d_batch: str = "split",
                         noise_dist: str = "uniform", label_smoothing: float = 0.0,
                         g_variables: Optional[Sequence[tf.Variable]] = None,
                         d_variables: Optional[Sequence[tf.Variable]] = None,
                         generator_training: bool = True,
                         discriminator_training: bool = True,
                         freeze_discriminator_state: bool = True) -> Callable:
-    """A compiled GAN train step `step(real_images, seed=None) -> dict of scalars`.
+    """A GAN train step `step(real_images, seed=None) -> dict of scalars`, UN-compiled.
 
     Each call draws noise sized from the batch it is given (`tf.shape(real_images)[0]`,
     so a short last batch works) and runs, in `order`:
@@ -365,6 +366,9 @@ def make_gan_train_step(generator: Net, discriminator: Net, g_opt: Any, d_opt: A
     stateful draws (the seeded numbers differ under XLA, see `sample_noise`). All D
     steps reuse the same real batch with fresh noise.
 
+    The step is a plain Python function of tensors (no Python control flow on them): it
+    runs eagerly as it is, and `tfcore.training.loop` compiles it (`tf.function`, XLA per
+    its `jit`); wrap it in `tf.function(step, jit_compile=...)` to compile it yourself.
     Build before compiling: the networks' variables must exist (call each once on an
     example; a ValueError says so otherwise) and the optimizers must hold their slots
     before the step is traced, since a `tf.function` may not create variables after its
@@ -378,7 +382,6 @@ def make_gan_train_step(generator: Net, discriminator: Net, g_opt: Any, d_opt: A
       order: 'd_then_g' (default) or 'g_then_d'.
       d_steps: discriminator steps per call (positive int, default 1).
       d_batch: 'split' (default) or 'mixed', see `discriminator_step`.
-      jit_compile: compile with XLA (default False: plain `tf.function`).
       noise_dist: 'uniform' (default, U(-1, 1)) or 'normal'.
       label_smoothing: one-sided real-label smoothing for D, in [0, 1).
       g_variables, d_variables: variables to train (default `.trainable_variables`).
@@ -387,7 +390,7 @@ def make_gan_train_step(generator: Net, discriminator: Net, g_opt: Any, d_opt: A
       freeze_discriminator_state: restore D's moving statistics after the G step.
 
     Returns:
-      A `tf.function` `step(real_images, seed=None)`; `seed` is an int tensor [2].
+      The function `step(real_images, seed=None)`; `seed` is an int tensor [2].
       It returns the merged dicts: d_loss, d_loss_real, d_loss_fake, d_acc_real,
       d_acc_fake (from the last D step) and g_loss.
     """
@@ -438,4 +441,4 @@ def make_gan_train_step(generator: Net, discriminator: Net, g_opt: Any, d_opt: A
             run_d()
         return metrics
 
-    return tf.function(step, jit_compile=jit_compile)
+    return step
