@@ -1,18 +1,27 @@
-"""train/dcgan.py and train/gan_eval.py: a short end-to-end run in a temp workdir
-(pictures, metrics.json keys, steps, TensorBoard, checkpoints, export), gan_eval on
-that run with a tiny classifier (checkpoint and SavedModel give the same samples; the
-numbers are reproducible), the measurement on inputs with known answers, and flag /
-config validation (in process and through the binary).
+"""train.dcgan (train/dcgan_lib.py, dcgan_callbacks.py) and train.gan_eval
+(gan_eval_lib.py, gan_eval_models.py): a short run in two attempts (the second a
+--resume with a learning-rate change: pictures, metrics.json keys, steps, TensorBoard,
+checkpoints, export, the weight average), gan_eval on that run with a tiny classifier
+(checkpoint and SavedModel give the same samples, the averaged generator's; the
+numbers equal the run's final measurement), the corrupt-newest-checkpoint fallback,
+every wrong kind of model refused in one line with nothing written, the resume
+contract, the measurement on inputs with known answers, the callbacks' state across a
+resume, and the flags (exactly the configs' fields, checked, through the binaries).
 
 D's hidden Dense layer is 32 wide here instead of 2048 (--d_dense_units), which makes
 its checkpoints under 10 MB instead of 100 MB; the full networks are tested in
 tests/test_dcgan_model.py. The classifier is an untrained VatCNN saved the way
-`train.vat` saves one (checkpoints/ + metrics.json's config); the numbers are checked
-for consistency and known answers, not quality (the quality runs, with the cached
-classifier trained by `train.vat`: README).
+`train.vat` saved one before the run layer (checkpoints/ + metrics.json's config);
+the numbers are checked for consistency and known answers, not quality (the quality
+runs, with the cached classifier trained by `train.vat`: README).
 """
+import dataclasses
+import hashlib
 import json
+import logging
 import os
+import runpy
+import shutil
 import subprocess
 import sys
 
@@ -22,11 +31,15 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
+from models import dcgan as dcgan_model
 from models import vat_cnn
 from tfcore import gan_metrics
-from tfcore.training import checkpointing, metrics_io, summaries
-from tfcore.data import load_mnist, mnist_images
-from train import dcgan, gan_eval
+from tfcore.data import DeviceDataset, load_mnist, mnist_images
+from tfcore.training import binary, checkpointing, export, metrics_io, options, summaries
+from tfcore.training.run import ResumeError, WorkdirError
+from train import dcgan_callbacks as dcb
+from train import dcgan_lib as dcgan
+from train import gan_eval_lib as gan_eval
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 KEYS = ("classifier_score", "frechet_distance", "classes_covered",
@@ -41,7 +54,7 @@ def small_mnist(mnist_dir):
 
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory):
-    """A train.vat-style workdir: checkpoints/ holding a VatCNN as 'model' (random
+    """An older train.vat workdir: checkpoints/ holding a VatCNN as 'model' (random
     weights: training one would cost a minute) and metrics.json's config."""
     workdir = str(tmp_path_factory.mktemp("clf"))
     model = vat_cnn.VatCNN(dropout=True)
@@ -52,14 +65,23 @@ def classifier_dir(tmp_path_factory):
     return workdir
 
 
+def _config(classifier_dir, **kw):
+    base = dict(epochs=None, eval_every=2, batch_size=8, val_examples=12, eval_samples=20,
+                final_eval_samples=24, grid_size=2, interp_rows=2, interp_steps=3,
+                log_every=1, progress=False, jit="off", classifier=classifier_dir,
+                latent_dim=5, d_dense_units=32, g_ema=0.5)
+    return dcgan.DCGANConfig(**{**base, **kw})
+
+
 @pytest.fixture(scope="module")
 def run(small_mnist, classifier_dir, tmp_path_factory):
+    """Steps 1-2, then --resume to step 4 with --export and G's learning rate changed
+    (allowed by --change_on_resume). --g_ema=0.5 makes the average differ visibly."""
     workdir = str(tmp_path_factory.mktemp("dcgan"))
-    cfg = dcgan.DCGANConfig(
-        epochs=None, max_steps=4, eval_every=2, batch_size=8, val_examples=12,
-        eval_samples=20, final_eval_samples=24, grid_size=2, interp_rows=2,
-        interp_steps=3, log_every=1, export=True, progress=False, jit="off",
-        classifier=classifier_dir, latent_dim=5, d_dense_units=32)
+    dcgan.train_and_evaluate(_config(classifier_dir, max_steps=2), workdir,
+                             mnist=small_mnist)
+    cfg = _config(classifier_dir, max_steps=4, resume=True, export=True,
+                  g_learning_rate=1e-4, change_on_resume=("g_learning_rate",))
     metrics = dcgan.train_and_evaluate(cfg, workdir, mnist=small_mnist)
     return workdir, metrics
 
@@ -68,24 +90,28 @@ def test_end_to_end_outputs(run):
     workdir, metrics = run
     on_disk = json.load(open(os.path.join(workdir, "metrics.json")))
     assert on_disk["status"] == "done" and on_disk["step"] == 4
-    # Timing: two 2-step periods; the rate is the second one's (the first traces).
+    assert [a["from_step"] for a in on_disk["attempts"]] == [0, 2]
+    assert on_disk["changes"] == [{"step": 2, "option": "g_learning_rate", "old": 2e-4,
+                                   "new": 1e-4}]
+    # Timing: two 2-step periods; the rate is the resumed process's one period.
     assert len(on_disk["epoch_seconds"]) == 2
     assert all(isinstance(s, float) and s > 0 for s in on_disk["epoch_seconds"])
-    assert isinstance(on_disk["steps_per_second"], float)
     assert on_disk["steps_per_second"] == pytest.approx(2 / on_disk["epoch_seconds"][1])
     for m in (metrics, on_disk):
         for key in KEYS:
             assert np.isfinite(m[key]), key
         assert m["frechet_distance"] >= 0 and 1.0 <= m["classifier_score"] <= 10.0
         assert m["classes_covered"] in range(11) and len(m["class_shares"]) == 10
-        assert m["num_samples"] == 24
-    # Two 2-step periods: per-period pictures and validation; per-step records.
+        assert m["num_samples"] == 24 and m["global_step"] == 4
+        assert m["steps_per_epoch"] == 2 and m["num_train"] == 96
+    # Two 2-step periods: per-period pictures (the first from the first attempt) and
+    # validation; per-step records across both attempts.
     assert metrics["samples"] == ["samples_epoch_1.png", "samples_epoch_2.png"]
     for name in metrics["samples"]:
         assert Image.open(os.path.join(workdir, name)).size == (67, 67)  # 2*32 + 3
     assert Image.open(os.path.join(workdir, "interpolation.png")).size == (100, 67)
     history = on_disk["history"]
-    for key in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake", "val_d_loss",
+    for key in ("d_loss", "g_loss", "d_acc_real", "d_acc_fake", "d_acc", "val_d_loss",
                 "val_d_loss_real", "val_d_loss_fake", "val_d_acc_real", "val_d_acc_fake",
                 "val_frechet_distance", "val_classifier_score", "val_classes_covered",
                 "val_d_loss_batch_stats", "val_d_acc_real_batch_stats",
@@ -95,7 +121,7 @@ def test_end_to_end_outputs(run):
         assert all(0.0 <= v <= 1.0 for v in history[key]), key
     steps = on_disk["steps"]
     assert [s["step"] for s in steps] == [1, 2, 3, 4]
-    assert {"d_loss", "g_loss", "d_acc_real", "d_acc_fake"} <= set(steps[0])
+    assert {"d_loss", "g_loss", "d_acc_real", "d_acc_fake", "d_acc"} <= set(steps[0])
     lines = open(os.path.join(workdir, dcgan.STEPS_FILE)).read().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
     tags = {t for t, _, _ in summaries.read_events(os.path.join(workdir, "train"))}
@@ -104,29 +130,180 @@ def test_end_to_end_outputs(run):
     assert {"epoch_d_acc_fake", "epoch_frechet_distance"} <= eval_tags
     for d in ("checkpoints", "best", "saved_model"):
         assert os.path.isdir(os.path.join(workdir, d)), d
-    assert json.load(open(os.path.join(workdir, "config.json")))["latent_dim"] == 5
+    saved = json.load(open(os.path.join(workdir, "config.json")))
+    assert saved["binary"] == "train.dcgan" and saved["config"]["latent_dim"] == 5
+    assert saved["config"]["g_learning_rate"] == 1e-4  # resolved, as changed
+    assert saved["config"]["d_learning_rate"] == 2e-4  # the preset's, filled in
 
 
-def test_gan_eval_on_the_run(run, small_mnist, classifier_dir, tmp_path):
+def _restore_pair(workdir, prefix=None):
+    last, ema = dcgan_model.Generator(latent_dim=5), dcgan_model.Generator(latent_dim=5)
+    for g in (last, ema):
+        g(tf.zeros([1, 5]))
+    checkpointing.restore_objects(prefix or os.path.join(workdir, "checkpoints"),
+                                  {"generator": last, "generator_ema": ema})
+    return last, ema
+
+
+Z = np.random.default_rng(1).uniform(-1, 1, size=(4, 5)).astype(np.float32)
+
+
+def test_gan_eval_on_the_run_samples_the_average(run, small_mnist, classifier_dir,
+                                                 tmp_path):
+    """The averaged generator (checkpointed as 'generator_ema', moved by the step) is
+    what gan_eval's loader and the export sample; the numbers are the run's final
+    measurement again (same seed and sample count, the last checkpoint)."""
     workdir, metrics = run
+    last, ema = _restore_pair(workdir)
+    reader = tf.train.load_checkpoint(checkpointing.list_complete(
+        os.path.join(workdir, "checkpoints"))[0])
+    (lr_key,) = [k for k in reader.get_variable_to_shape_map()
+                 if k.startswith("g_opt/") and "learning_rate" in k]
+    assert float(reader.get_tensor(lr_key)) == pytest.approx(1e-4)  # honoured
+    want = ema(Z, training=False).numpy()
+    assert not np.allclose(want, last(Z, training=False).numpy(), atol=1e-4)
     fn_ckpt, latent, found = gan_eval.load_generator(workdir)
     fn_sm, latent_sm, _ = gan_eval.load_generator(os.path.join(workdir, "saved_model"))
     assert latent == latent_sm == (5,) and found == os.path.abspath(workdir)
-    z = np.random.default_rng(0).uniform(-1, 1, size=(3, 5)).astype(np.float32)
-    np.testing.assert_allclose(fn_ckpt(z), fn_sm(z), atol=1e-5)
-    # The same seed and sample count as the run's final measurement: the same numbers
-    # (the run ended at its last checkpoint, which load_generator restored).
-    out = str(tmp_path)
-    result = gan_eval.run(workdir, classifier_dir, num_samples=24, seed=0, workdir=out,
-                          mnist=small_mnist)
+    np.testing.assert_allclose(fn_ckpt(Z), want, atol=1e-5)
+    np.testing.assert_allclose(fn_sm(Z), want, atol=1e-5)
+    out = str(tmp_path / "out")
+    cfg = gan_eval.GanEvalConfig(generator=workdir, classifier=classifier_dir,
+                                 num_samples=24, seed=0)
+    result = gan_eval.evaluate(cfg, out, mnist=small_mnist)
     for key in KEYS:
         assert result[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-6), key
     written = json.load(open(os.path.join(out, "metrics.json")))
     assert all(written[k] == pytest.approx(result[k]) for k in KEYS)
     text = gan_eval.format_result(result)
     assert "classifier score" in text and "test-train" in text
-    with pytest.raises(FileNotFoundError, match="--generator"):
-        gan_eval.load_generator(str(tmp_path))
+
+
+def test_corrupt_newest_checkpoint_falls_back_with_a_warning(run, tmp_path, caplog):
+    """An older workdir (flat config.json) whose newest checkpoint's data file is
+    truncated: the generator comes from the newest complete one before it, and the
+    warning names the file skipped."""
+    workdir, _ = run
+    copy = str(tmp_path / "old")
+    shutil.copytree(os.path.join(workdir, "checkpoints"), os.path.join(copy, "checkpoints"))
+    with open(os.path.join(copy, "config.json"), "w") as f:  # before the run layer
+        json.dump({"generator": "upsample", "latent_dim": 5, "g_ema": 0.5}, f)
+    paths = checkpointing.list_complete(os.path.join(copy, "checkpoints"))
+    assert [os.path.basename(p) for p in paths] == ["ckpt-4", "ckpt-2"]
+    (data,) = [f for f in os.listdir(os.path.join(copy, "checkpoints"))
+               if f.startswith("ckpt-4.data")]
+    data = os.path.join(copy, "checkpoints", data)
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 2)
+    want = _restore_pair(workdir, paths[1].replace(copy, workdir))[1](Z, training=False)
+    with caplog.at_level(logging.WARNING):
+        fn, _, _ = gan_eval.load_generator(copy)
+    np.testing.assert_allclose(fn(Z), want, atol=1e-6)
+    skipped = [r.getMessage() for r in caplog.records if "skipping checkpoint" in
+               r.getMessage()]
+    assert len(skipped) == 1 and "ckpt-4" in skipped[0], skipped
+    with pytest.raises(gan_eval.ModelKindError, match="--generator .*ckpt-4.*IndexError"):
+        gan_eval.load_generator(paths[0])  # a named prefix: no fallback, one line
+
+
+def _digest(*dirs):
+    h = hashlib.sha256()
+    for d in dirs:
+        for base, _, files in sorted(os.walk(d)):
+            for name in sorted(files):
+                path = os.path.join(base, name)
+                h.update(path.encode() + open(path, "rb").read())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def wrong_kinds(run, classifier_dir, tmp_path_factory):
+    """Inputs of the wrong kind: a classifier's SavedModel, an autoencoder workdir
+    (the run layer's config.json) and an older one (metrics.json only)."""
+    root = str(tmp_path_factory.mktemp("kinds"))
+    model = vat_cnn.VatCNN(dropout=True)
+    model(tf.zeros([1, 28, 28, 1]))
+    export.export_saved_model(model, os.path.join(root, "classifier_sm"),
+                              tf.TensorSpec([None, 28, 28, 1], tf.float32, name="images"),
+                              fn=vat_cnn.probabilities(model))
+    for name, meta in (("ae", {"binary": "train.autoencoder", "config": {"tied": True}}),
+                       ("ae_old", None)):
+        ae = os.path.join(root, name)
+        dense = tf.Module()
+        dense.kernel = tf.Variable(tf.ones([784, 32]))
+        checkpointing.Checkpointer(os.path.join(ae, "checkpoints"),
+                                   {"model": dense}).save(3)
+        if meta:
+            metrics_io.atomic_write_json(os.path.join(ae, "config.json"), meta)
+        else:
+            metrics_io.write_metrics(ae, {"config": {"model": "dense", "tied": False}})
+    os.makedirs(os.path.join(root, "empty"))
+    return {"dcgan": run[0], "vat": classifier_dir, "root": root,
+            "empty": os.path.join(root, "empty"),
+            "classifier_sm": os.path.join(root, "classifier_sm"),
+            "ae": os.path.join(root, "ae"), "ae_old": os.path.join(root, "ae_old")}
+
+
+@pytest.mark.parametrize("generator,classifier,flag,says", [
+    ("classifier_sm", "vat", "--generator", "a SavedModel of images -> probabilities, "
+     "not a train.dcgan --export (z -> images)"),
+    ("vat", "vat", "--generator", "a train.vat run, not a train.dcgan one"),
+    ("dcgan", "ae", "--classifier", "a train.autoencoder run, not a train.vat one"),
+    ("dcgan", "ae_old", "--classifier", "a train.autoencoder run, not a train.vat one"),
+    ("dcgan", "ae_old/checkpoints", "--classifier", "a train.autoencoder run"),
+    ("dcgan", "dcgan", "--classifier", "a train.dcgan run, not a train.vat one"),
+    ("dcgan", "classifier_sm", "--classifier", "a SavedModel; give a train.vat workdir"),
+    ("empty", "vat", "--generator", "neither a SavedModel nor a train.dcgan workdir"),
+    (None, "vat", "--generator", "is required")])
+def test_gan_eval_refuses_wrong_kinds_in_one_line(wrong_kinds, tmp_path, capsys,
+                                                  generator, classifier, flag, says):
+    def where(name):
+        head, _, tail = name.partition("/")
+        return os.path.join(wrong_kinds[head], tail) if tail else wrong_kinds[head]
+
+    before = _digest(wrong_kinds["root"], wrong_kinds["dcgan"], wrong_kinds["vat"])
+    out = str(tmp_path / "out")
+    argv = ["train.gan_eval", f"--workdir={out}", f"--classifier={where(classifier)}"]
+    argv += [f"--generator={where(generator)}"] if generator else []
+    fv = flags.FlagValues()
+    binary.define_flags(gan_eval.GanEvalConfig, fv)
+    fv(argv)
+    with pytest.raises(SystemExit) as e:
+        binary.run_main(gan_eval.BINARY, gan_eval.GanEvalConfig, gan_eval.evaluate,
+                        gan_eval.format_result, fv, ["train.gan_eval"],
+                        workdir_required=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"train.gan_eval: error: {flag}") and says in err[0], err
+    assert not os.path.exists(out)  # nothing written, nothing changed
+    assert _digest(wrong_kinds["root"], wrong_kinds["dcgan"], wrong_kinds["vat"]) == before
+
+
+def test_classifier_of_the_run_layer_loads(classifier_dir, tmp_path):
+    """A train.vat workdir of the run layer (config.json {"binary", "config"}) loads as
+    its configuration says (here batch_norm=True, which the older format lacked)."""
+    model = vat_cnn.VatCNN(dropout=False, batch_norm=True)
+    model(tf.zeros([1, 28, 28, 1]))
+    checkpointing.Checkpointer(str(tmp_path / "checkpoints"), {"model": model}).save(5)
+    metrics_io.atomic_write_json(str(tmp_path / "config.json"), {
+        "binary": "train.vat", "config": {"dropout": False, "batch_norm": True}})
+    loaded = gan_eval.load_classifier(str(tmp_path))
+    x = tf.constant(np.random.default_rng(0).uniform(size=(2, 28, 28, 1)), tf.float32)
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_resume_contract_refuses_before_writing(run, small_mnist, classifier_dir):
+    """Another --latent_dim on --resume is refused (listing the option) and a used
+    workdir without --resume too, before anything in it changes (issue 16, item 2)."""
+    workdir, _ = run
+    before = _digest(workdir)
+    resumed = _config(classifier_dir, max_steps=6, resume=True, latent_dim=6)
+    with pytest.raises(ResumeError, match=r"--latent_dim=5 -> 6"):
+        dcgan.train_and_evaluate(resumed, workdir, mnist=small_mnist)
+    with pytest.raises(WorkdirError, match="--resume"):
+        dcgan.train_and_evaluate(_config(classifier_dir, max_steps=6), workdir,
+                                 mnist=small_mnist)
+    assert _digest(workdir) == before
 
 
 def test_measurement_known_answers(small_mnist):
@@ -171,7 +348,7 @@ def test_image_folder_data(tmp_path, num_images, num_val):
     for i in range(num_images):
         Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(
             tmp_path / f"{i}.png")
-    cfg = dcgan.DCGANConfig(image_dir=str(tmp_path), augment_factor=3).validate()
+    cfg = dcgan.DCGANConfig(image_dir=str(tmp_path), augment_factor=3).resolved()
     train, val, mnist = dcgan.load_data(cfg)
     n_train = num_images if num_images < 10 else num_images - num_val
     assert mnist is None and train.shape == (3 * n_train, 32, 32, 1)
@@ -187,25 +364,36 @@ class _Loop:
     stop_training = False
 
 
-def test_pinned_stop():
-    cb = dcgan.DiscriminatorPinnedStop("val_d_acc", patience=3, tol=0.01)
+def test_pinned_stop_and_its_state_across_a_resume():
+    cb = dcb.DiscriminatorPinnedStop("val_d_acc", patience=3, tol=0.01)
     cb.set_loop(_Loop())
+    cb.on_train_begin()
     for epoch, acc in enumerate([1.0, 0.995, 0.5, 1.0, 0.999]):
         cb.on_epoch_end(epoch, {"val_d_acc": acc, "val_d_acc_batch_stats": 1.0})
         assert not cb.loop.stop_training
-    cb.on_epoch_end(5, {"val_d_acc": 0.0})  # 0 counts as pinned too: 3 in a row
-    assert cb.loop.stop_training and cb.stopped_epoch == 5
+    state = cb.get_state()
+    assert state == {"pinned": 2, "stopped_epoch": None}
+    # A resumed run: a new callback, reset by on_train_begin, then given the state
+    # back (the loop's order); 0 counts as pinned too: 3 in a row.
+    resumed = dcb.DiscriminatorPinnedStop("val_d_acc", patience=3, tol=0.01)
+    resumed.set_loop(_Loop())
+    resumed.on_train_begin()
+    resumed.set_state(json.loads(json.dumps(state)))
+    resumed.on_epoch_end(5, {"val_d_acc": 0.0})
+    assert resumed.loop.stop_training and resumed.stopped_epoch == 5
+    assert resumed.get_state() == {"pinned": 3, "stopped_epoch": 5}
     with pytest.raises(ValueError, match="patience.*0"):
-        dcgan.DiscriminatorPinnedStop(patience=0)
+        dcb.DiscriminatorPinnedStop(patience=0)
+    with pytest.raises(ValueError, match="tol.*0.5"):
+        dcb.DiscriminatorPinnedStop(tol=0.5)
 
 
 def test_period_data_and_interpolation_latents():
-    from tfcore.data import DeviceDataset
     inner = DeviceDataset(np.arange(10, dtype=np.float32), 2, seed=1)  # 5 steps / pass
-    periods = dcgan.PeriodData(inner, 3)
+    periods = dcb.PeriodData(inner, 3)
     # Period 2, step 1 = global step 7 = step 2 of pass 1.
     np.testing.assert_array_equal(periods.batch(2, 1), inner.batch(1, 2))
-    z = dcgan.interpolation_latents((2, 3), rows=2, steps=5, seed=0).reshape(2, 5, 2, 3)
+    z = dcb.interpolation_latents((2, 3), rows=2, steps=5, seed=0).reshape(2, 5, 2, 3)
     np.testing.assert_allclose(z[:, 2], (z[:, 0] + z[:, 4]) / 2, atol=1e-6)
     np.testing.assert_allclose(z[:, 1], 0.75 * z[:, 0] + 0.25 * z[:, 4], atol=1e-6)
     assert np.all(np.abs(z) <= 1) and not np.allclose(z[0, 0], z[1, 0])
@@ -215,20 +403,33 @@ def test_period_data_and_interpolation_latents():
     ("d_steps", 0, "--d_steps"), ("preset", "fast", "--preset"),
     ("d_batch", "both", "--d_batch"), ("eval_samples", 1, "--eval_samples"),
     ("g_beta1", 1.0, "--g_beta1"), ("label_smoothing", -0.1, "--label_smoothing"),
-    ("g_ema", 1.0, "--g_ema")])
+    ("g_ema", 1.0, "--g_ema"), ("g_learning_rate", 0.0, "--g_learning_rate"),
+    ("pinned_monitor", " ", "--pinned_monitor"), ("init_from", "x.h5", "--init_from"),
+    ("change_on_resume", ("latent_dim",), "--change_on_resume")])
 def test_config_rejects_bad_values(field, value, flag):
     with pytest.raises(ValueError, match=flag):
-        dcgan.DCGANConfig(**{field: value}).validate()
-    with pytest.raises(ValueError, match="--fd_patience"):
-        dcgan.DCGANConfig(fd_patience=2, eval_samples=0).validate()
+        dcgan.DCGANConfig(**{field: value}).resolved()
+
+
+def test_config_cross_option_rules_and_defaults():
+    with pytest.raises(ValueError, match="--fd_patience=2 needs --eval_samples > 0"):
+        dcgan.DCGANConfig(fd_patience=2, eval_samples=0).resolved()
     with pytest.raises(ValueError, match="--epochs, --steps or --max_steps"):
-        dcgan.DCGANConfig(epochs=None).validate()
+        dcgan.DCGANConfig(epochs=None).resolved()
+    with pytest.raises(ValueError, match="--augment_factor=3 needs --image_dir"):
+        dcgan.DCGANConfig(augment_factor=3).resolved()
+    c = dcgan.DCGANConfig(epochs=None, max_steps=7, preset="writeup").resolved()
+    assert (c.steps, c.g_learning_rate, c.d_learning_rate, c.d_beta1) == (7, 2e-4, 1e-5, 0.1)
+    assert dcgan.DCGANConfig(steps=9, max_steps=7).resolved().steps == 7
+    # The weight average's default decay is declared once, in models.dcgan.
+    assert dcgan.DCGANConfig().g_ema == dcgan_model.DEFAULT_G_EMA
 
 
-def _fresh(define):
+def _parse(define_cls, argv):
     fv = flags.FlagValues()
-    define(fv)
-    return fv
+    binary.define_flags(define_cls, fv)
+    fv(argv)
+    return options.from_flags(define_cls, fv)
 
 
 @pytest.mark.parametrize("arg,flag", [
@@ -237,58 +438,59 @@ def _fresh(define):
     ("--learning_rate=0.1", "learning_rate"), ("--augment_factor=3", "augment_factor"),
     ("--image_dir=/no/such/dir", "image_dir"), ("--eval_samples=1", "eval_samples"),
     ("--g_beta1=1.5", "g_beta1"), ("--strategy=mirrored", "strategy"),
-    ("--fd_patience=2 --eval_samples=0", "fd_patience")])
+    ("--fd_patience=2 --eval_samples=0", "fd_patience"), ("--d_steps=x", "d_steps")])
 def test_flags_rejected_naming_the_flag(arg, flag):
-    fv = _fresh(dcgan.define_flags)
-    with pytest.raises(flags.IllegalFlagValueError, match=flag):
-        fv(["train.dcgan", "--workdir=/tmp/x"] + arg.split())
+    """Unknown flags (the one-optimizer flags the DCGAN does not have) and unparsable
+    values fail in absl's parser; bad values and combinations in the configuration."""
+    with pytest.raises((flags.Error, ValueError), match=flag):
+        _parse(dcgan.DCGANConfig, ["train.dcgan", "--workdir=/tmp/x"] + arg.split()
+               ).resolved()
 
 
-def test_flags_parse_into_config():
-    fv = _fresh(dcgan.define_flags)
-    fv(["train.dcgan", "--workdir=/tmp/x", "--d_batch=mixed", "--latent_dim=30",
-        "--preset=writeup", "--max_steps=7", "--nod_batchnorm"])
-    c = dcgan.config_from_flags(fv).validate()
-    assert (c.d_batch, c.latent_dim, c.preset, c.max_steps, c.d_batchnorm) == (
-        "mixed", 30, "writeup", 7, False)
-    assert c.batch_size == 64 and c.epochs == 5 and c.total_steps_cap == 7
-    ev = _fresh(gan_eval.define_flags)
-    with pytest.raises(flags.IllegalFlagValueError, match="generator"):
-        ev(["train.gan_eval"])
-    with pytest.raises(flags.IllegalFlagValueError, match="num_samples"):
-        ev(["train.gan_eval", f"--generator={ROOT}", "--num_samples=1"])
+def test_readme_flags_parse_into_config():
+    c = _parse(dcgan.DCGANConfig, ["train.dcgan", "--workdir=runs/dcgan_mixed",
+                                   "--d_batch=mixed", "--epochs=10", "--fd_patience=3"]
+               ).resolved()
+    assert (c.d_batch, c.epochs, c.fd_patience, c.batch_size, c.g_ema) == (
+        "mixed", 10, 3, 64, 0.999)
+    c = _parse(dcgan.DCGANConfig, ["train.dcgan", "--workdir=runs/dcgan_split_ema",
+                                   "--epochs=25", "--fd_patience=0", "--export",
+                                   "--nod_batchnorm", "--max_steps=7"]).resolved()
+    assert (c.epochs, c.export, c.d_batchnorm, c.steps, c.log_every) == (
+        25, True, False, 7, 50)
+    assert dcgan.DCGANConfig().epochs == 5
+    g = _parse(gan_eval.GanEvalConfig, ["train.gan_eval", "--generator=runs/x",
+                                        f"--classifier={ROOT}"])
+    assert (g.generator, g.classifier, g.num_samples) == ("runs/x", ROOT, 10000)
+    with pytest.raises(ValueError, match="--num_samples"):
+        _parse(gan_eval.GanEvalConfig, ["train.gan_eval", "--num_samples=1"])
 
 
-def test_binary_rejects_bad_flag(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "train.dcgan", f"--workdir={tmp_path}", "--d_steps=0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert proc.returncode != 0 and "--d_steps" in proc.stderr
-    assert not os.listdir(tmp_path)
+@pytest.mark.parametrize("module,cls,required", [
+    ("train.dcgan", dcgan.DCGANConfig, True),
+    ("train.gan_eval", gan_eval.GanEvalConfig, False)])
+def test_binary_flags_are_exactly_its_configs_fields(monkeypatch, module, cls, required):
+    """The binary is `binary.main` over its config (run here with `binary.main`
+    replaced by a recorder) and defines no flag of its own; `binary.main` defines
+    --workdir and one flag per field (`binary.define_flags`)."""
+    calls = []
+    monkeypatch.setattr(binary, "main", lambda *a, **k: calls.append((a, k)))
+    before = set(flags.FLAGS)
+    runpy.run_module(module, run_name="__main__")
+    assert set(flags.FLAGS) == before  # nothing defined at import or in __main__
+    ((args, kwargs),) = calls
+    assert args[0] == module and args[1] is cls
+    assert kwargs.get("workdir_required", True) is required
+    fv = flags.FlagValues()
+    binary.define_flags(args[1], fv)
+    assert set(fv) == {f.name for f in dataclasses.fields(cls)} | {"workdir"}
 
 
-def test_generator_ema_run(small_mnist, classifier_dir, tmp_path):
-    """--g_ema: an averaged generator is trained along, checkpointed as
-    'generator_ema', and is what the export and gan_eval's loader sample from."""
-    workdir = str(tmp_path / "ema")
-    cfg = dcgan.DCGANConfig(
-        epochs=None, max_steps=3, batch_size=8, val_examples=12, eval_samples=0,
-        final_eval_samples=0, grid_size=2, interp_rows=2, interp_steps=3, export=True,
-        progress=False, jit="off", classifier=classifier_dir, latent_dim=5,
-        d_dense_units=32, g_ema=0.5, tensorboard=False)
-    dcgan.train_and_evaluate(cfg, workdir, mnist=small_mnist)
-    from models import dcgan as dcgan_model
-    last = dcgan_model.Generator(latent_dim=5)
-    ema = dcgan_model.Generator(latent_dim=5)
-    for g in (last, ema):
-        g(tf.zeros([1, 5]))
-    checkpointing.restore_objects(os.path.join(workdir, "checkpoints"),
-                                  {"generator": last, "generator_ema": ema})
-    z = np.random.default_rng(1).uniform(-1, 1, size=(4, 5)).astype(np.float32)
-    want = ema(z, training=False).numpy()
-    assert not np.allclose(want, last(z, training=False).numpy(), atol=1e-4)
-    fn, _, _ = gan_eval.load_generator(workdir)
-    np.testing.assert_allclose(fn(z), want, atol=1e-5)
-    fn_sm, _, _ = gan_eval.load_generator(os.path.join(workdir, "saved_model"))
-    np.testing.assert_allclose(fn_sm(z), want, atol=1e-5)
+def test_binary_reports_a_bad_flag_in_one_line(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-m", "train.dcgan", f"--workdir={tmp_path}",
+                           "--d_steps=0"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "train.dcgan: error: --d_steps must be a positive integer, got 0"), proc.stderr
+    assert not os.listdir(tmp_path)  # nothing written
