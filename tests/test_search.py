@@ -363,14 +363,14 @@ def test_two_processes_share_one_study(fake):
 
 def test_killed_search_is_continued_and_its_trial_rerun(fake):
     workdir = str(fake / "k")
-    extra = ["--epochs=4", "--sleep=0.5"]
+    extra = ["--epochs=3", "--sleep=0.2", "--bad_trials=1", "--bad_sleep=4"]  # 1: 12 s
     proc = subprocess.Popen(_command(workdir, trials=3) + ["--"] + extra,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(os.path.join(workdir, "trials", "1", "metrics.json"))
+    _wait_for(os.path.join(workdir, "trials", "1", "pid"))
     pid = int((fake / "k" / "trials" / "1" / "pid").read_text())
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert _gone(pid)  # the trial's process went with its search (PR_SET_PDEATHSIG)
+    assert _gone(pid, wait=3.0)  # it went with its search (PR_SET_PDEATHSIG), not at 12 s
     assert _study(workdir).trials[1].state == TrialState.RUNNING
     logs = []
     search_lib.run_search(_config(trials=3), workdir, extra, log=logs.append)
