@@ -4,8 +4,9 @@
     python -m train.ae_table --workdir=runs/ae_table --configs=dense,conv_transpose
 
 Trains each configuration (default: dense untied, dense tied, conv transpose, conv
-upsample, a denoising dense row) for --steps (10,000) steps, one after the other,
-each in `<workdir>/<name>/` via `train.autoencoder.train_and_evaluate`, and writes
+upsample, a denoising dense row) for --steps (10,000 when neither --steps nor
+--epochs is given) steps, one after the other, each in `<workdir>/<name>/` via
+`train.autoencoder_lib.train_and_evaluate`, and writes
 
 * `<workdir>/table.md`: per configuration the test BCE / MSE (per pixel, the 10,000
   test images), steps, seconds (training incl. per-epoch evaluation), parameters,
@@ -14,9 +15,13 @@ each in `<workdir>/<name>/` via `train.autoencoder.train_and_evaluate`, and writ
 * `<workdir>/reconstructions.png`: the first test digits, then per configuration
   its reconstructions (a denoising row also shows its noisy inputs).
 
+The options shared by every row are the run layer's (`TrainOptions`: --steps,
+--epochs, --batch_size, --seed, --optimizer, --learning_rate, --jit, ...); each row's
+`train.autoencoder_lib.Config` is those plus the row's own model options (`CONFIGS`).
 A configuration whose `<name>/metrics.json` already holds a finished run with the
 same settings is not retrained (rerun with --rerun), so an interrupted table
-resumes where it stopped.
+resumes where it stopped; an unfinished row starts over, or with --resume continues
+from its checkpoint.
 
 Learning-rate search (how the conv default was chosen, on a validation split of
 the TRAINING set; the test set is not looked at):
@@ -25,25 +30,25 @@ the TRAINING set; the test set is not looked at):
         --search_candidates=cosine:0.005:200,cosine:0.01:200 --steps=10000
 
 trains the conv autoencoder for each candidate `schedule:peak_rate:warmup_steps`
-and each of --search_decoders with --val_size images held out, and writes
-`<workdir>/search.md` ranked by the final validation BCE.
+and each of --search_decoders with --val_size (default 5,000) images held out, and
+writes `<workdir>/search.md` ranked by the final validation BCE (--learning_rate is
+the candidates' there).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import os
-import time
-from typing import Any, Dict, List, Optional, Sequence
+import shutil
+from typing import Any, Dict, List, Optional, Tuple
 
-from absl import app, flags
+from tfcore import checks
+from tfcore.training import binary, metrics_io
+from tfcore.training.options import option
+from tfcore.training.run import TrainOptions, check_writable
+from train import autoencoder_lib
+from train.autoencoder_lib import Config
 
-from train import autoencoder as ae_binary
-from train import flags as common
-
-FLAGS = common.FLAGS
-
+BINARY = "train.ae_table"
 # name -> Config overrides (on top of train.autoencoder's defaults).
 CONFIGS: Dict[str, Dict[str, Any]] = {
     "dense": dict(model="dense"),
@@ -75,44 +80,76 @@ REFERENCES = {
 }
 TARGETS = {"dense": 0.066, "dense_tied": 0.066, "conv_transpose": 0.094,
            "conv_upsample": 0.094}
-
-log = logging.getLogger("train.ae_table")
-
-
-def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
-    common.define_flags(flag_values)
-    if "configs" in flag_values:
-        return
-    fv = dict(flag_values=flag_values)
-    flags.DEFINE_list("configs", list(DEFAULT_CONFIGS),
-                      f"Configurations to train, of {', '.join(CONFIGS)}.", **fv)
-    flags.DEFINE_boolean("rerun", False, "Retrain configurations that already "
-                         "finished in --workdir.", **fv)
-    flags.DEFINE_boolean("search", False, "Run the learning-rate search on a "
-                         "validation split instead of the table.", **fv)
-    flags.DEFINE_list("search_candidates", ["cosine:0.01:200", "wsd:0.01:200"],
-                      "schedule:peak_rate:warmup_steps[:decay_fraction] candidates.",
-                      **fv)
-    flags.DEFINE_list("search_decoders", ["transpose"], "Conv decoders to search.", **fv)
-    flags.DEFINE_integer("val_size", 5000, "Search: training images held out.", **fv)
-    flags.register_validator(
-        "configs", lambda v: bool(v) and all(c in CONFIGS for c in v),
-        message=f"--configs must be a non-empty list of {', '.join(CONFIGS)}", **fv)
-    flags.register_validator(
-        "search_decoders",
-        lambda v: bool(v) and all(d in ae_binary.DECODERS for d in v),
-        message=f"--search_decoders must be a list of {', '.join(ae_binary.DECODERS)}",
-        **fv)
-    flags.register_validator(
-        "search_candidates", lambda v: all(_parse_candidate(c) for c in v),
-        message="--search_candidates must be schedule:peak_rate:warmup_steps"
-                "[:decay_fraction] items, "
-                f"schedule in {', '.join(ae_binary.SCHEDULES)}", **fv)
-    flags.register_validator("val_size", lambda v: v is not None and 0 < v < 60000,
-                             message="--val_size must be in [1, 60000)", **fv)
+SEARCH_VAL_SIZE = 5000
+IMAGE_WIDTH = 28  # MNIST: the cells of the rows' reconstructions.png
+# Options that only observe a run: a finished row made with other values is reused.
+OBSERVING = ("resume", "change_on_resume", "progress", "log_every", "tensorboard",
+             "export")
 
 
-def _parse_candidate(text: str) -> Optional[Dict[str, Any]]:
+@dataclasses.dataclass
+class AeTableConfig(TrainOptions):
+    """The options shared by every row (`TrainOptions`) plus the table's own."""
+
+    configs: Tuple[str, ...] = option(DEFAULT_CONFIGS, "Configurations to train, in "
+                                      "this order.", choices=tuple(CONFIGS),
+                                      resume="free")
+    rerun: bool = option(False, "Retrain configurations that already finished in "
+                         "--workdir.", resume="free")
+    search: bool = option(False, "Run the learning-rate search on a validation split "
+                          "instead of the table.", resume="free")
+    search_candidates: Tuple[str, ...] = option(
+        ("cosine:0.01:200", "wsd:0.01:200"), "Search: schedule:peak_rate:warmup_steps"
+        "[:decay_fraction] candidates.", resume="free")
+    search_decoders: Tuple[str, ...] = option(("transpose",), "Search: conv decoders.",
+                                              choices=autoencoder_lib.DECODERS,
+                                              resume="free")
+    val_size: Optional[int] = option(None, "Training images held out as the per-epoch "
+                                     f"evaluation set (default: {SEARCH_VAL_SIZE:,} "
+                                     "with --search, else 0: the test set).", low=0)
+
+    def validate(self) -> "AeTableConfig":
+        super().validate()
+        if not self.configs:
+            raise checks.ArgumentError(f"--configs must name at least one of "
+                                       f"{', '.join(CONFIGS)}, got none")
+        if self.search and not self.search_decoders:
+            raise checks.ArgumentError("--search_decoders must name at least one of "
+                                       f"{', '.join(autoencoder_lib.DECODERS)}, got none")
+        for text in self.search_candidates:
+            if parse_candidate(text) is None:
+                raise checks.ArgumentError(
+                    "--search_candidates must be schedule:peak_rate:warmup_steps"
+                    f"[:decay_fraction] items, schedule in "
+                    f"{', '.join(autoencoder_lib.SCHEDULES)}, got {text!r}")
+        if self.search and self.val_size == 0:
+            raise checks.ArgumentError("--search needs a validation split (--val_size "
+                                       "> 0), got --val_size=0")
+        if self.init_from:
+            raise checks.ArgumentError("--init_from is not supported by train.ae_table "
+                                       "(its rows are different models; use "
+                                       "train.autoencoder)")
+        return self
+
+    def resolved(self) -> "AeTableConfig":
+        """A copy with 10,000 steps when neither --steps nor --epochs is given and the
+        mode's --val_size; validated."""
+        neither = self.steps is None and self.epochs is None
+        val_size = self.val_size
+        if val_size is None:
+            val_size = SEARCH_VAL_SIZE if self.search else 0
+        return dataclasses.replace(
+            self, steps=autoencoder_lib.DEFAULT_STEPS if neither else self.steps,
+            val_size=val_size).validate()
+
+    def row_config(self, **overrides) -> Config:
+        """The `train.autoencoder_lib.Config` of one row: the shared options, then the
+        row's `overrides`."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainOptions)}
+        return Config(**{**shared, "val_size": self.val_size, **overrides})
+
+
+def parse_candidate(text: str) -> Optional[Dict[str, Any]]:
     """'cosine:0.01:200' -> {lr_schedule, learning_rate, warmup_steps}; 'wsd:0.01:200:0.3'
     also sets decay_fraction; None if malformed."""
     parts = str(text).split(":")
@@ -121,7 +158,7 @@ def _parse_candidate(text: str) -> Optional[Dict[str, Any]]:
         decay = float(parts[3]) if len(parts) == 4 else None
     except (IndexError, ValueError):
         return None
-    if len(parts) not in (3, 4) or schedule not in ae_binary.SCHEDULES or \
+    if len(parts) not in (3, 4) or schedule not in autoencoder_lib.SCHEDULES or \
             not rate > 0 or warm < 0 or (decay is not None and not 0 < decay <= 1):
         return None
     out = {"lr_schedule": schedule, "learning_rate": rate, "warmup_steps": warm}
@@ -130,14 +167,14 @@ def _parse_candidate(text: str) -> Optional[Dict[str, Any]]:
     return out
 
 
-def _finished(workdir: str, config: ae_binary.Config) -> Optional[dict]:
-    path = os.path.join(workdir, "metrics.json")
-    if not os.path.exists(path):
+def _finished(workdir: str, config: Config) -> Optional[dict]:
+    """The metrics of a finished run in `workdir` made with `config`'s settings (the
+    options that only observe a run aside; `decay_fraction` only for 'wsd')."""
+    metrics = metrics_io.read_metrics(workdir)
+    if not metrics:
         return None
-    with open(path) as f:
-        metrics = json.load(f)
-    stored, wanted = metrics.get("config") or {}, dataclasses.asdict(config.resolved())
-    keys = stored.keys() & wanted.keys()
+    stored, wanted = metrics.get("config") or {}, config.resolved().to_dict()
+    keys = (stored.keys() & wanted.keys()) - set(OBSERVING)
     if wanted.get("lr_schedule") != "wsd":
         keys -= {"decay_fraction"}  # only the wsd schedule reads it
     same = bool(stored) and all(stored[k] == wanted[k] for k in keys)
@@ -146,38 +183,39 @@ def _finished(workdir: str, config: ae_binary.Config) -> Optional[dict]:
     return None
 
 
-def run_config(name: str, overrides: Dict[str, Any], workdir: str, base: Dict[str, Any],
-               rerun: bool = False) -> dict:
-    """Trains one configuration in `workdir` (or reuses a finished run there)."""
-    config = ae_binary.Config(**{**base, **overrides})
+def run_config(name: str, config: Config, workdir: str, rerun: bool = False,
+               data=None) -> dict:
+    """Trains one configuration in `workdir` (or reuses a finished run there).
+
+    A finished run with other settings is never deleted silently (ArgumentError
+    unless `rerun`); an unfinished one starts over, or with `config.resume`
+    continues from its checkpoint (the run layer checks its options).
+    """
     if not rerun:
         done = _finished(workdir, config)
         if done is not None:
-            log.info("%s: reusing the finished run in %s", name, workdir)
+            print(f"[ae_table] {name}: reusing the finished run in {workdir}", flush=True)
             return done
     if os.path.isdir(os.path.join(workdir, "checkpoints")):
-        path = os.path.join(workdir, "metrics.json")
-        finished = False
-        if os.path.exists(path):
-            with open(path) as f:
-                finished = json.load(f).get("status") == "done"
+        finished = (metrics_io.read_metrics(workdir) or {}).get("status") == "done"
         if finished and not rerun:
-            # Never delete a finished run silently: its settings differ from these.
-            raise ValueError(f"{workdir} holds a finished run with other settings than "
-                             f"{name}'s; pass --rerun to replace it, or use another "
-                             f"--workdir")
-        import shutil  # pylint: disable=import-outside-toplevel
-        shutil.rmtree(workdir)  # an unfinished run (or --rerun): start over
-    log.info("%s: training %s", name, config)
-    return ae_binary.train_and_evaluate(config, workdir)
+            raise checks.ArgumentError(
+                f"{workdir} holds a finished run with other settings than {name}'s; pass "
+                "--rerun to replace it, or use another --workdir")
+        if rerun or not config.resume:
+            shutil.rmtree(workdir)  # start over
+    print(f"[ae_table] {name}: training -> {workdir}", flush=True)
+    return autoencoder_lib.train_and_evaluate(config, workdir, data=data)
 
 
-def _schedule_text(cfg: dict) -> str:
+def _schedule_text(m: dict) -> str:
+    cfg = m["config"]
     text = f"{cfg['optimizer']} {cfg['learning_rate']:g} {cfg['lr_schedule']}"
     if cfg["lr_schedule"] == "wsd":
         text += f" (decay over the last {cfg.get('decay_fraction', 0.3):.0%})"
-    if cfg.get("warmup_steps"):
-        text += f" (warm-up {cfg['warmup_steps']})"
+    warmup = m.get("warmup_steps", cfg.get("warmup_steps"))
+    if warmup:
+        text += f" (warm-up {warmup})"
     return text
 
 
@@ -187,13 +225,12 @@ def format_table(results: Dict[str, dict]) -> str:
              "| test MSE | target | seconds | reference (test BCE) |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for name, m in results.items():
-        cfg = m["config"]
         target = TARGETS.get(name)
         mark = "" if target is None else (f"<= {target}" +
                                           (" ✓" if m["test_bce"] <= target else " ✗"))
         lines.append(
             f"| {DESCRIPTIONS.get(name, name)} | {m['num_params']:,} | "
-            f"{_schedule_text(cfg)} | {cfg['batch_size']} | {m['steps']:,} | "
+            f"{_schedule_text(m)} | {m['config']['batch_size']} | {m['steps']:,} | "
             f"{m['test_bce']:.4f} | {m['test_mse']:.4f} | {mark} | "
             f"{m['seconds']:.0f} | {REFERENCES.get(name, '')} |")
     return "\n".join(lines) + "\n"
@@ -222,9 +259,10 @@ def combined_picture(results: Dict[str, dict], workdir: str, zoom: int = 2):
         cfg = m["config"]
         grid = image_grid.load_png(os.path.join(workdir, name, "reconstructions.png"))
         n_rows = 3 if cfg["noise_factor"] else 2
-        cols = cols or cfg["num_images"]
-        cells = image_grid.split_grid(grid, n_rows, cfg["num_images"])[:, :, :, :1]
-        cells = cells.reshape(n_rows, cfg["num_images"], *cells.shape[1:])[:, :cols]
+        n_cols = (grid.shape[1] - 1) // (IMAGE_WIDTH + 1)  # its picture's, pad 1
+        cols = cols or n_cols
+        cells = image_grid.split_grid(grid, n_rows, n_cols)[:, :, :, :1]
+        cells = cells.reshape(n_rows, n_cols, *cells.shape[1:])[:, :cols]
         if not rows:
             rows.append(cells[0])
         rows.extend(cells[1:])
@@ -233,16 +271,15 @@ def combined_picture(results: Dict[str, dict], workdir: str, zoom: int = 2):
     return np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1)  # readable in docs
 
 
-def make_table(workdir: str, names: Sequence[str], base: Dict[str, Any],
-               rerun: bool = False) -> Dict[str, dict]:
-    """Trains `names` one after the other; writes table.md, results.json and
-    reconstructions.png into `workdir`; returns name -> metrics."""
+def make_table(config: AeTableConfig, workdir: str, data=None) -> Dict[str, Any]:
+    """Trains `config.configs` one after the other; writes table.md, results.json and
+    reconstructions.png into `workdir`; returns {'results': name -> metrics,
+    'markdown': the table and its legend}."""
     from tfcore import image_grid  # pylint: disable=import-outside-toplevel
-    from tfcore.training import metrics_io
-    results = {}
-    for name in names:
-        results[name] = run_config(name, CONFIGS[name], os.path.join(workdir, name),
-                                   base, rerun=rerun)
+    results, table = {}, ""
+    for name in config.configs:
+        results[name] = run_config(name, config.row_config(**CONFIGS[name]),
+                                   os.path.join(workdir, name), config.rerun, data)
         table = format_table(results) + "\n" + picture_legend(results) + "\n"
         metrics_io.atomic_write_text(os.path.join(workdir, "table.md"), table)
         metrics_io.atomic_write_json(os.path.join(workdir, "results.json"), {
@@ -251,75 +288,82 @@ def make_table(workdir: str, names: Sequence[str], base: Dict[str, Any],
             for k, v in results.items()})
         image_grid.save_png(os.path.join(workdir, "reconstructions.png"),
                             combined_picture(results, workdir))
-        print(table, flush=True)
-    return results
+    return {"results": results, "markdown": table}
 
 
 def _decay(row: Dict[str, Any]) -> str:
     """The 'wsd' decay share of a search row ('-' for other schedules)."""
     if row["lr_schedule"] != "wsd":
         return "-"
-    return f"last {row.get('decay_fraction', ae_binary.Config.decay_fraction):.0%}"
+    return f"last {row.get('decay_fraction', Config.decay_fraction):.0%}"
 
 
-def run_search(workdir: str, candidates: Sequence[str], decoders: Sequence[str],
-               base: Dict[str, Any]) -> List[dict]:
-    """Conv runs with `val_size` training images held out; ranks by final val BCE."""
-    from tfcore.training import metrics_io  # pylint: disable=import-outside-toplevel
-    rows = []
-    for decoder in decoders:
-        for text in candidates:
-            cand = _parse_candidate(text)
+def search_markdown(rows: List[dict], config: AeTableConfig) -> str:
+    """The search table, ranked by validation BCE."""
+    length = f"{config.steps} steps" if config.steps else f"{config.epochs} epochs"
+    lines = [f"Validation: {config.val_size} training images held out; {length}, batch "
+             f"{config.batch_size}.\n",
+             "| decoder | schedule | peak rate | warm-up | decay | val BCE | "
+             "val MSE | last-epoch train loss | seconds |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['decoder']} | {r['lr_schedule']} | {r['learning_rate']:g} | "
+              f"{r['warmup_steps']} | {_decay(r)} | {r['val_bce']:.4f} | "
+              f"{r['val_mse']:.4f} | {r['train_loss']:.4f} | {r['seconds']:.0f} |"
+              for r in sorted(rows, key=lambda r: r["val_bce"])]
+    return "\n".join(lines) + "\n"
+
+
+def run_search(config: AeTableConfig, workdir: str, data=None) -> Dict[str, Any]:
+    """Conv runs with `val_size` training images held out, per decoder and candidate;
+    ranks by the final val BCE (search.md, search.json); returns {'rows': ranked,
+    'markdown'}."""
+    rows, markdown = [], ""
+    length = config.steps if config.steps else f"e{config.epochs}"
+    for decoder in config.search_decoders:
+        for text in config.search_candidates:
+            cand = parse_candidate(text)
             name = (f"{decoder}_{cand['lr_schedule']}_{cand['learning_rate']:g}_"
                     f"w{cand['warmup_steps']}"
                     + (f"_d{cand['decay_fraction']:g}" if "decay_fraction" in cand else "")
-                    + f"_{base['steps']}")
-            m = run_config(name, dict(model="conv", decoder=decoder, **cand),
-                           os.path.join(workdir, name), base)
+                    + f"_{length}")
+            m = run_config(name, config.row_config(model="conv", decoder=decoder, **cand),
+                           os.path.join(workdir, name), config.rerun, data)
             final = m["final"]
             rows.append({"name": name, "decoder": decoder, **cand,
                          "val_bce": final["val_bce"], "val_mse": final["val_mse"],
                          "train_loss": final["loss"], "steps": m["steps"],
                          "seconds": m["seconds"]})
-            ranked = sorted(rows, key=lambda r: r["val_bce"])
-            lines = [f"Validation: {base['val_size']} training images held out; "
-                     f"{base['steps']} steps, batch {base['batch_size']}.\n",
-                     "| decoder | schedule | peak rate | warm-up | decay | val BCE | "
-                     "val MSE | last-epoch train loss | seconds |",
-                     "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-            lines += [f"| {r['decoder']} | {r['lr_schedule']} | {r['learning_rate']:g} | "
-                      f"{r['warmup_steps']} | {_decay(r)} | {r['val_bce']:.4f} | "
-                      f"{r['val_mse']:.4f} | "
-                      f"{r['train_loss']:.4f} | {r['seconds']:.0f} |" for r in ranked]
-            metrics_io.atomic_write_text(os.path.join(workdir, "search.md"),
-                                         "\n".join(lines) + "\n")
-            metrics_io.atomic_write_json(os.path.join(workdir, "search.json"), ranked)
-            print("\n".join(lines), flush=True)
-    return sorted(rows, key=lambda r: r["val_bce"])
+            markdown = search_markdown(rows, config)
+            metrics_io.atomic_write_text(os.path.join(workdir, "search.md"), markdown)
+            metrics_io.atomic_write_json(os.path.join(workdir, "search.json"),
+                                         sorted(rows, key=lambda r: r["val_bce"]))
+    return {"rows": sorted(rows, key=lambda r: r["val_bce"]), "markdown": markdown}
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required")
-    common.apply_determinism(FLAGS.seed, FLAGS.deterministic)
-    base = dict(steps=FLAGS.steps or 10000, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                jit=FLAGS.jit, data_dir=FLAGS.data_dir, deterministic=FLAGS.deterministic)
-    if FLAGS.optimizer:
-        base["optimizer"] = FLAGS.optimizer
-    start = time.perf_counter()
-    if FLAGS.search:
-        run_search(FLAGS.workdir, FLAGS.search_candidates, FLAGS.search_decoders,
-                   dict(base, val_size=FLAGS.val_size))
-    else:
-        if FLAGS.learning_rate:
-            base["learning_rate"] = FLAGS.learning_rate
-        make_table(FLAGS.workdir, FLAGS.configs, base, rerun=FLAGS.rerun)
-    log.info("done in %.0f s", time.perf_counter() - start)
+def run(config: AeTableConfig, workdir: str, data=None) -> Dict[str, Any]:
+    """The table, or with `config.search` the learning-rate search, in `workdir`.
+
+    Args:
+      config: the shared options and the table's (see `AeTableConfig`).
+      workdir: rows go to <workdir>/<name>; the table or search files beside them.
+      data: optional injected MNIST arrays (see `train.autoencoder_lib.
+        train_and_evaluate`).
+
+    Raises:
+      tfcore.checks.ArgumentError: a bad option or combination, a workdir that cannot
+        be written, a finished row with other settings (without --rerun).
+    """
+    config = config.resolved()
+    check_writable(workdir)
+    if config.search:
+        return run_search(config, workdir, data)
+    return make_table(config, workdir, data)
+
+
+def summary(out: Dict[str, Any]) -> str:
+    """The table (or the search's ranking)."""
+    return out["markdown"]
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    define_flags(FLAGS)
-    app.run(main)
+    binary.main(BINARY, AeTableConfig, run, summary=summary)

@@ -235,14 +235,18 @@ def build(config: Config, strategy, total_steps: int):
 def _evaluations(config: Config, model, x_val, x_test, jit: bool):
     """(eval_fn, test_fn, eval_set, test_inputs): the per-epoch evaluation (the
     validation split, else the test set: then test_fn is the same function) and the
-    final test, on noisy inputs and clean targets when denoising."""
+    final test, on noisy inputs and clean targets when denoising.
+
+    The step, the schedule and the metrics have no Python control flow on tensors:
+    they are traced without AutoGraph's conversion (docs/decisions.md, "AutoGraph
+    off"), here and in `run.fit`."""
     metric_fn = ae.make_metrics_fn(model)
     nf = config.noise_factor
 
     def make(inputs, clean):
         return loop.make_eval_fn(metric_fn, (inputs, clean) if nf else clean,
                                  batch_size=min(config.eval_batch_size, len(clean)),
-                                 jit=jit)
+                                 jit=jit, autograph=False)
 
     test_inputs = noisy(x_test, nf, config.seed)
     test_fn = make(test_inputs, x_test)
@@ -302,7 +306,7 @@ def train_and_evaluate(config: Config, workdir: Optional[str], *, data=None,
                 batch_size=config.batch_size, eval_fn=eval_fn, callbacks=list(callbacks),
                 images=lambda: {"reconstructions": picture()[None]},
                 learning_rates={"learning_rate": opt}, jit=jit,
-                steps_per_call=config.steps_per_call)
+                steps_per_call=config.steps_per_call, autograph=False)
         test = test_fn()  # eval_fn itself when the evaluation set is the test set
         png = None
         if workdir:
