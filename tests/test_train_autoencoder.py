@@ -346,3 +346,14 @@ def test_ae_table_search_ranks_on_validation(tmp_path, small_mnist):
     again = ae_table.run(dataclasses.replace(config, progress=True), str(tmp_path),
                          data=data)["rows"]
     assert again == rows
+
+
+def test_ae_table_checks_every_row_before_training_any(tmp_path):
+    """The second candidate's warm-up does not fit --steps: refused before the first
+    candidate is trained, nothing written."""
+    config = ae_table.AeTableConfig(search=True, steps=50, search_candidates=(
+        "wsd:0.01:10", "wsd:0.01:200"))
+    with pytest.raises(ValueError, match="--warmup_steps must be smaller than --steps, "
+                                         "got --warmup_steps=200 --steps=50"):
+        ae_table.run(config, str(tmp_path / "search"))
+    assert not (tmp_path / "search").exists()

@@ -271,15 +271,37 @@ def combined_picture(results: Dict[str, dict], workdir: str, zoom: int = 2):
     return np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1)  # readable in docs
 
 
+def table_rows(config: AeTableConfig) -> List[Tuple[str, Config, Dict[str, Any]]]:
+    """(name, row config, its overrides) of each configuration of the table."""
+    return [(name, config.row_config(**CONFIGS[name]), CONFIGS[name])
+            for name in config.configs]
+
+
+def search_rows(config: AeTableConfig) -> List[Tuple[str, Config, Dict[str, Any]]]:
+    """(name, row config, candidate) of each search run: per decoder and candidate."""
+    length = config.steps if config.steps else f"e{config.epochs}"
+    out = []
+    for decoder in config.search_decoders:
+        for text in config.search_candidates:
+            cand = parse_candidate(text)
+            name = (f"{decoder}_{cand['lr_schedule']}_{cand['learning_rate']:g}_"
+                    f"w{cand['warmup_steps']}"
+                    + (f"_d{cand['decay_fraction']:g}" if "decay_fraction" in cand else "")
+                    + f"_{length}")
+            out.append((name, config.row_config(model="conv", decoder=decoder, **cand),
+                        cand))
+    return out
+
+
 def make_table(config: AeTableConfig, workdir: str, data=None) -> Dict[str, Any]:
     """Trains `config.configs` one after the other; writes table.md, results.json and
     reconstructions.png into `workdir`; returns {'results': name -> metrics,
     'markdown': the table and its legend}."""
     from tfcore import image_grid  # pylint: disable=import-outside-toplevel
     results, table = {}, ""
-    for name in config.configs:
-        results[name] = run_config(name, config.row_config(**CONFIGS[name]),
-                                   os.path.join(workdir, name), config.rerun, data)
+    for name, row, _ in table_rows(config):
+        results[name] = run_config(name, row, os.path.join(workdir, name), config.rerun,
+                                   data)
         table = format_table(results) + "\n" + picture_legend(results) + "\n"
         metrics_io.atomic_write_text(os.path.join(workdir, "table.md"), table)
         metrics_io.atomic_write_json(os.path.join(workdir, "results.json"), {
@@ -318,25 +340,17 @@ def run_search(config: AeTableConfig, workdir: str, data=None) -> Dict[str, Any]
     ranks by the final val BCE (search.md, search.json); returns {'rows': ranked,
     'markdown'}."""
     rows, markdown = [], ""
-    length = config.steps if config.steps else f"e{config.epochs}"
-    for decoder in config.search_decoders:
-        for text in config.search_candidates:
-            cand = parse_candidate(text)
-            name = (f"{decoder}_{cand['lr_schedule']}_{cand['learning_rate']:g}_"
-                    f"w{cand['warmup_steps']}"
-                    + (f"_d{cand['decay_fraction']:g}" if "decay_fraction" in cand else "")
-                    + f"_{length}")
-            m = run_config(name, config.row_config(model="conv", decoder=decoder, **cand),
-                           os.path.join(workdir, name), config.rerun, data)
-            final = m["final"]
-            rows.append({"name": name, "decoder": decoder, **cand,
-                         "val_bce": final["val_bce"], "val_mse": final["val_mse"],
-                         "train_loss": final["loss"], "steps": m["steps"],
-                         "seconds": m["seconds"]})
-            markdown = search_markdown(rows, config)
-            metrics_io.atomic_write_text(os.path.join(workdir, "search.md"), markdown)
-            metrics_io.atomic_write_json(os.path.join(workdir, "search.json"),
-                                         sorted(rows, key=lambda r: r["val_bce"]))
+    for name, row, cand in search_rows(config):
+        m = run_config(name, row, os.path.join(workdir, name), config.rerun, data)
+        final = m["final"]
+        rows.append({"name": name, "decoder": row.decoder, **cand,
+                     "val_bce": final["val_bce"], "val_mse": final["val_mse"],
+                     "train_loss": final["loss"], "steps": m["steps"],
+                     "seconds": m["seconds"]})
+        markdown = search_markdown(rows, config)
+        metrics_io.atomic_write_text(os.path.join(workdir, "search.md"), markdown)
+        metrics_io.atomic_write_json(os.path.join(workdir, "search.json"),
+                                     sorted(rows, key=lambda r: r["val_bce"]))
     return {"rows": sorted(rows, key=lambda r: r["val_bce"]), "markdown": markdown}
 
 
@@ -350,10 +364,13 @@ def run(config: AeTableConfig, workdir: str, data=None) -> Dict[str, Any]:
         train_and_evaluate`).
 
     Raises:
-      tfcore.checks.ArgumentError: a bad option or combination, a workdir that cannot
-        be written, a finished row with other settings (without --rerun).
+      tfcore.checks.ArgumentError: a bad option or combination (of the table's or of
+        any row's: all are checked before the first row is trained), a workdir that
+        cannot be written, a finished row with other settings (without --rerun).
     """
     config = config.resolved()
+    for _, row, _ in (search_rows if config.search else table_rows)(config):
+        row.resolved()  # every row's options are checked before the first is trained
     check_writable(workdir)
     if config.search:
         return run_search(config, workdir, data)
