@@ -33,7 +33,6 @@ import sys
 import threading
 import time
 import typing
-import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import optuna
@@ -44,7 +43,6 @@ from tfcore import hparams as hp
 from tfcore.training import metrics_io
 from train import search_report
 
-TRIALS_DIR = "trials"
 STDERR_TAIL_CHARS = 2000
 MAX_RETRIES = 3  # of a trial whose search process died
 
@@ -126,11 +124,10 @@ class SearchConfig:
 
 def _check_option(name: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> None:
     """One option against its type and metadata (`tfcore.checks`, under `name`)."""
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint) if optional else hint
-    if value is None and optional:
+    inner = [a for a in typing.get_args(hint) if a is not type(None)]
+    if value is None and len(inner) < len(typing.get_args(hint)):  # Optional[...]
         return
+    base = inner[0] if typing.get_origin(hint) is typing.Union else hint
     if base is bool:
         checks.check_bool(value, name)
     elif base is int:
@@ -175,8 +172,7 @@ class _Search:
 
 
 @dataclasses.dataclass
-class TrialResult:
-    """How a trial ended: outcome 'complete', 'pruned', 'failed' or 'interrupted'."""
+class TrialResult:  # outcome: 'complete', 'pruned', 'failed' or 'interrupted'
     outcome: str
     value: Optional[float]
     epochs: int
@@ -232,7 +228,7 @@ def run_trial(s: _Search, trial: optuna.Trial, params: Mapping[str, hp.Value]
     """Runs trial `trial.number` of the binary in `<workdir>/trials/<number>` (made
     afresh), watching it (`_watch`); returns how it ended."""
     c = s.config
-    trial_dir = os.path.join(s.workdir, TRIALS_DIR, str(trial.number))
+    trial_dir = os.path.join(s.workdir, "trials", str(trial.number))
     shutil.rmtree(trial_dir, ignore_errors=True)
     os.makedirs(trial_dir)
     cmd = ([sys.executable, "-m", c.binary, f"--workdir={trial_dir}"]
@@ -323,7 +319,12 @@ def _worker(s: _Search) -> None:
             trial._trial_id).get("failed_trial")  # pylint: disable=protected-access
         s.log(f"trial {trial.number}: {c.binary} {' '.join(hp.config_to_flags(params))}"
               + (f" (rerun of trial {rerun})" if rerun is not None else ""))
-        frozen = _tell(study, trial, run_trial(s, trial, params))
+        try:
+            frozen = _tell(study, trial, run_trial(s, trial, params))
+        except optuna.exceptions.UpdateFinishedTrialError:  # failed as stale meanwhile
+            s.log(f"trial {trial.number}: failed by another worker (no heartbeat for "
+                  f"--grace_period); its result is dropped, a rerun is queued")
+            continue
         s.log(search_report.trial_line(frozen, c.metric))
         with s.report_lock:
             search_report.write_results(study, s.workdir, s.space, c.metric)
@@ -360,13 +361,10 @@ def run_search(config: SearchConfig, workdir: str, extra_flags: Sequence[str] = 
                                       config.val_size, env)
     for warning in warnings_:
         log("WARNING: " + warning)
-    budget = config.trials or hp.grid_size(space, config.grid_points)
-    if config.sampler == "grid":
-        budget = min(budget, hp.grid_size(space, config.grid_points))
+    size = hp.grid_size(space, config.grid_points) if config.sampler == "grid" else None
+    budget = min(config.trials or size, size) if size else config.trials
     hp.make_sampler(config.sampler, space)  # a missing cmaes package: refused now
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+    search_report.quiet_optuna()
     os.makedirs(workdir, exist_ok=True)
     url = config.storage or f"sqlite:///{os.path.abspath(workdir)}/study.db"
     lock = search_report.StudyLock(url)

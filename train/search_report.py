@@ -24,6 +24,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import optuna
@@ -42,6 +43,14 @@ def mask_url(url: str) -> str:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError:
         return url
+
+
+def quiet_optuna() -> None:
+    """Optuna's own log lines and experimental-feature warnings off (the search logs
+    its own lines; the heartbeat is used with ask / tell on purpose)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
 
 
 def _first_line(e: BaseException) -> str:
