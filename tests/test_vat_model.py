@@ -162,7 +162,8 @@ def test_stop_gradient_clean_logits_get_no_vat_gradient():
     assert max(float(tf.reduce_max(tf.abs(g))) for g in g_vars) > 0
 
 
-def test_dropout_mask_shared_when_asked():
+@pytest.mark.parametrize("hvp", ["finite_difference", "exact"])
+def test_dropout_mask_shared_when_asked(hvp):
     x, _ = _batch(8)
     model = vat_cnn.VatCNN(dropout=True)
     a = model(x, training=True, seed=SEED)
@@ -170,7 +171,7 @@ def test_dropout_mask_shared_when_asked():
     assert not np.allclose(a.numpy(), model(x, training=True, seed=SEED + 1).numpy())
     # xi, eps -> 0: with one mask the perturbed prediction equals the clean one (KL ~ 0);
     # with independent masks the KL measures two dropout draws (> 0).
-    kw = dict(xi=1e-4, eps=1e-4, power_iterations=1)
+    kw = dict(xi=1e-4, eps=1e-4, power_iterations=1, hvp=hvp)
     shared = float(vat_cnn.vat_term(model, x, a, SEED, shared_dropout_mask=True, **kw))
     indep = float(vat_cnn.vat_term(model, x, a, SEED, shared_dropout_mask=False, **kw))
     assert shared < 1e-7, shared
@@ -187,10 +188,12 @@ def _stats(model):
     return [v.numpy().copy() for v in model.variables if "moving" in v.name]
 
 
-@pytest.mark.parametrize("semi", [False, True])
-def test_perturbed_passes_leave_batchnorm_statistics(semi):
+@pytest.mark.parametrize("semi,hvp", [(False, "finite_difference"),
+                                      (True, "finite_difference"), (True, "exact")])
+def test_perturbed_passes_leave_batchnorm_statistics(semi, hvp):
     """The moving statistics after a VAT step == after a CE-only step (one update by
-    the labeled pass); the clean unlabeled and the perturbed passes do not update."""
+    the labeled pass); the clean unlabeled and the perturbed passes do not update.
+    (hvp='exact' runs traced: see test_vat_hvp.test_exact_eager_function_xla_agree.)"""
     x, y = _batch(8)
     x_u, _ = _batch(16, seed=1)
     models = [_bn_model(x), _bn_model(x)]
@@ -202,7 +205,9 @@ def test_perturbed_passes_leave_batchnorm_statistics(semi):
     for model, use_vat in zip(models, (True, False)):
         opt = optimizers.SGD(learning_rate=0.01)
         opt.build(model.trainable_variables)
-        step = vat_cnn.make_train_step(model, opt, vat=use_vat, entmin=use_vat)
+        step = vat_cnn.make_train_step(model, opt, vat=use_vat, entmin=use_vat, hvp=hvp)
+        if hvp == "exact":
+            step = tf.function(step, autograph=False)
         batch = {"labeled": (x, y), "unlabeled": x_u} if (semi and use_vat) else (x, y)
         logs = step(batch, SEED)
         if use_vat:
@@ -268,7 +273,7 @@ def test_semi_supervised_step_uses_both_batches():
     (dict(xi=0.0), "xi"), (dict(eps=-1.0), "eps"), (dict(vat_weight=float("nan")), "vat_weight"),
     (dict(power_iterations=1.5), "power_iterations"), (dict(vat="yes"), "vat"),
     (dict(shared_dropout_mask=1), "shared_dropout_mask"), (dict(translate=-1), "translate"),
-    (dict(translate=1.0), "translate")])
+    (dict(translate=1.0), "translate"), (dict(hvp="forward"), "hvp")])
 def test_make_train_step_rejects_bad_arguments(kwargs, name):
     model = vat_cnn.VatCNN()
     with pytest.raises(ValueError, match=name):
