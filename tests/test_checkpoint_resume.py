@@ -300,3 +300,29 @@ def test_metrics_io_atomic_and_strict_json(tmp_path):
         metrics_io.atomic_write_json(str(path), {"x": Boom()})
     assert json.loads(path.read_text())["a"] == 1.5  # the old file is intact
     assert sorted(os.listdir(tmp_path)) == ["m.json"]  # no temp file left behind
+
+
+def test_a_checkpoint_from_before_the_run_state_resumes(tmp_path):
+    """Checkpoints of earlier tfcore versions held no run state: they restore (every
+    other object), and the epochs they finished come from their metrics.json."""
+    x, y = make_data(n=32, d=5)
+    model, opt = make_model()
+    step_v, seed_v = tf.Variable(8, dtype=tf.int64), tf.Variable(0, dtype=tf.int64)
+    old = tf.train.Checkpoint(model=model, optimizer=opt, step=step_v, seed=seed_v,
+                              rng=tf.random.Generator.from_seed(0, alg="philox"))
+    tf.train.CheckpointManager(old, str(tmp_path / "checkpoints"), 3).save(
+        checkpoint_number=8)
+    metrics_io.write_metrics(str(tmp_path), {"status": "done", "epochs": [
+        {"epoch": 0, "step": 4, "loss": 1.0}, {"epoch": 1, "step": 8, "loss": 0.5},
+        {"epoch": 2, "step": 12, "loss": 0.25}]})  # epoch 2: after the checkpoint
+    kernel = model.kernel.numpy()
+    model2, opt2 = make_model()
+    model2.kernel.assign(tf.zeros_like(model2.kernel))
+    lp = loop.Loop(make_step(model2, opt2), (x, y), batch_size=8,
+                   objects={"model": model2, "optimizer": opt2},
+                   workdir=str(tmp_path), progress=False)
+    lp._restore(resume=True)
+    np.testing.assert_array_equal(model2.kernel.numpy(), kernel)
+    assert int(lp.step.numpy()) == 8 and lp.history.epoch == [0, 1]
+    history = lp.fit(epochs=3, resume=True)
+    assert history.epoch == [0, 1, 2] and history.epochs[0]["loss"] == 1.0

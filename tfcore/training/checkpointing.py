@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import shutil
+import weakref
 from typing import Callable, Dict, List, Mapping, Optional, Union
 
 import tensorflow as tf
@@ -42,6 +43,7 @@ import tensorflow as tf
 RESERVED_NAMES = ("step", "seed", "rng", "run_state")
 # Where the loop's run state (a JSON string variable) sits inside a checkpoint.
 RUN_STATE_KEY = "run_state/.ATTRIBUTES/VARIABLE_VALUE"
+_WITHOUT_RUN_STATE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def make_checkpoint(objects: Mapping[str, object], step: Optional[tf.Variable] = None,
@@ -72,11 +74,16 @@ def make_checkpoint(objects: Mapping[str, object], step: Optional[tf.Variable] =
             raise ValueError(f"objects[{name!r}] must be a tf.Module or tf.Variable, "
                              f"got {type(obj).__name__}")
         kwargs[name] = obj
-    for name, obj in (("step", step), ("seed", seed), ("rng", rng),
-                      ("run_state", run_state)):
+    for name, obj in (("step", step), ("seed", seed), ("rng", rng)):
         if obj is not None:
             kwargs[name] = obj
-    return tf.train.Checkpoint(**kwargs)
+    if run_state is None:
+        return tf.train.Checkpoint(**kwargs)
+    ckpt = tf.train.Checkpoint(run_state=run_state, **kwargs)
+    # Checkpoints written before the run state existed restore through this one (kept
+    # aside: an attribute of `ckpt` would become part of what it saves).
+    _WITHOUT_RUN_STATE[ckpt] = tf.train.Checkpoint(**kwargs)
+    return ckpt
 
 
 def _number(path: str) -> int:
@@ -221,8 +228,14 @@ class Checkpointer:
         self._manager = None  # re-read the state file: it lists the kept ones
 
     def restore(self, path: str, expect_partial: bool = False):
-        """Restores `path` (a prefix); returns TF's load status."""
-        status = self.checkpoint.restore(path)
+        """Restores `path` (a prefix); returns TF's load status. A checkpoint saved
+        before the loop kept a run state in it restores everything else."""
+        checkpoint = self.checkpoint
+        legacy = _WITHOUT_RUN_STATE.get(checkpoint)
+        if legacy is not None and not tf.train.load_checkpoint(path).has_tensor(
+                RUN_STATE_KEY):
+            checkpoint = legacy
+        status = checkpoint.restore(path)
         if expect_partial:
             status.expect_partial()
         else:

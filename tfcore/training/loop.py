@@ -675,6 +675,10 @@ class Loop:
         text = self.state.numpy().decode("utf-8")
         if text:
             self._load_state(json.loads(text))
+        elif self.workdir:  # a checkpoint without a run state: the epochs it finished
+            done = self.epoch_of(int(self.step.numpy()))
+            old = (metrics_io.read_metrics(self.workdir) or {}).get("epochs", [])
+            self.history = History([e for e in old if e.get("epoch", done) < done])
 
     def _load_state(self, state: Dict[str, Any]) -> None:
         self.restored_state = state

@@ -267,7 +267,8 @@ class Run:
                 f"--workdir {self.workdir!r} already holds a run (checkpoint "
                 f"{os.path.basename(self.latest)}); pass --resume to continue it, or use "
                 "another --workdir")
-        saved = self.saved_state.get("config") or (saved_config or {}).get("config") or {}
+        saved = self.saved_state.get("config") or _saved_config(saved_config) or (
+            metrics_io.read_metrics(self.workdir) or {}).get("config") or {}
         refused, self.accepted = config_differences(saved, self.config,
                                                     self.config.change_on_resume)
         if refused:
@@ -420,6 +421,14 @@ class _AttemptStart(tfcallbacks.Callback):
         loop.state_extra["changes"] = changes
         loop.metrics_base["changes"] = changes
         loop.metrics_base["attempts"][-1]["from_step"] = step
+
+
+def _saved_config(config_json: Optional[dict]) -> Optional[dict]:
+    """The options in a config.json: {'binary', 'config'}, or the flat dict of the
+    options that train.dcgan wrote before the run layer."""
+    if not config_json:
+        return None
+    return config_json.get("config") if "binary" in config_json else config_json
 
 
 def read_step(path: str) -> int:
