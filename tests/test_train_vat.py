@@ -338,3 +338,50 @@ def test_make_vat100_recipe_parses_to_the_readme_configuration():
     assert (cfg.num_labeled, cfg.vat, cfg.dropout, cfg.entmin, cfg.translate, cfg.eps,
             cfg.xi, cfg.optimizer, cfg.epochs) == (100, True, False, True, 2, 1.5, 1e-6,
                                                    "adam", 15)
+
+
+class _StartWeights(tfcallbacks.Callback):
+    """The model's weights when training begins (after any restore or init)."""
+
+    def on_train_begin(self, logs=None):
+        model = self.loop.objects["model"]
+        self.weights = {f"{layer.name}/{attr}": getattr(layer, attr).numpy().copy()
+                        for layer in model.layers for attr in ("kernel", "bias")
+                        if hasattr(layer, attr)}
+
+
+def test_init_from_starts_the_run_from_a_keras_models_weights(tmp_path, small_mnist):
+    """--init_from: a Keras 3 twin's .weights.h5 is the start of the run; a resume
+    ignores it; a file that does not fit is refused before anything is written."""
+    import keras
+    from bench import keras_models
+    net = keras_models.vat_cnn_net(dropout=False, seed=3)
+    net.build((None, 28, 28, 1))
+    for w in net.weights:
+        w.assign(np.random.RandomState(4).normal(0, 0.05, w.shape).astype("float32"))
+    path = str(tmp_path / "cnn.weights.h5")
+    net.save_weights(path)
+    probe = _StartWeights()
+    cfg = vat.VatConfig(vat=False, batch_size=32, steps=2, train_limit=128,
+                        progress=False, jit="off", init_from=path, tensorboard=False)
+    vat.train_and_evaluate(cfg, str(tmp_path / "run"), data=small_mnist, callbacks=[probe])
+    kernel = net.get_layer("conv2d").kernel.numpy()
+    np.testing.assert_array_equal(probe.weights["conv2d/kernel"], kernel)
+    np.testing.assert_array_equal(probe.weights["dense_1/bias"],
+                                  net.get_layer("dense_1").bias.numpy())
+    # A resume starts from the checkpoint, not from the file.
+    probe2 = _StartWeights()
+    m = vat.train_and_evaluate(dataclasses.replace(cfg, steps=3, resume=True),
+                               str(tmp_path / "run"), data=small_mnist, callbacks=[probe2])
+    assert m["step"] == 3
+    assert not np.array_equal(probe2.weights["conv2d/kernel"], kernel)
+    # A model with 11 classes does not fit.
+    wrong = keras_models.vat_cnn_net(dropout=False, num_classes=11)
+    wrong.build((None, 28, 28, 1))
+    bad = str(tmp_path / "wrong.weights.h5")
+    wrong.save_weights(bad)
+    with pytest.raises(ValueError, match="mis-shaped: dense_1/kernel"):
+        vat.train_and_evaluate(dataclasses.replace(cfg, init_from=bad),
+                               str(tmp_path / "fresh"), data=small_mnist)
+    assert not os.path.exists(tmp_path / "fresh")
+    del keras

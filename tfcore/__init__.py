@@ -45,9 +45,12 @@ from tfcore.tied_dense import TiedDense
 # --- data augmentation ---
 from tfcore.random_translate import random_translate
 
+# --- Keras weight files (h5py) ---
+from tfcore import keras_io
+
 __all__ = [
     # modules
-    "activations", "initializers", "losses", "optimizers",
+    "activations", "initializers", "keras_io", "losses", "optimizers",
     # layers
     "Layer", "Dense", "Conv2D", "conv2d_bias_relu", "Conv2DTranspose", "MaxPool2D",
     "AvgPool2D", "UpSampling2D", "Flatten", "Dropout", "BatchNorm", "Sequential",

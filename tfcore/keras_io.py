@@ -72,6 +72,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
+from tfcore.checks import ArgumentError
 from tfcore.layer import Layer
 
 PathLike = Union[str, os.PathLike]
@@ -89,8 +90,9 @@ _ARCHIVE_WEIGHTS = "model.weights.h5"
 
 
 # --- errors -------------------------------------------------------------------------
-class KerasIOError(ValueError):
-    """A Keras weights file that cannot be loaded into, or saved from, a module."""
+class KerasIOError(ArgumentError):
+    """A Keras weights file that cannot be loaded into, or saved from, a module (an
+    `ArgumentError`, so a `ValueError`: the binaries print it as one line)."""
 
 
 class WeightsFileNotFoundError(FileNotFoundError):
