@@ -357,3 +357,29 @@ def test_ae_table_checks_every_row_before_training_any(tmp_path):
                                          "got --warmup_steps=200 --steps=50"):
         ae_table.run(config, str(tmp_path / "search"))
     assert not (tmp_path / "search").exists()
+
+
+def test_init_from_a_keras_autoencoder(tmp_path, small_mnist):
+    """--init_from: a Keras 3 twin's .weights.h5 (encoder / decoder names, as Keras
+    writes them) is what the run starts from."""
+    from bench import keras_models
+    from tfcore.training import callbacks as tfcallbacks
+    net = keras_models.autoencoder_net("dense", hidden=16)
+    net.build((None, 28, 28, 1))
+    rs = np.random.RandomState(2)
+    for w in net.weights:
+        w.assign(rs.normal(0, 0.05, w.shape).astype("float32"))
+    path = str(tmp_path / "ae.weights.h5")
+    net.save_weights(path)
+
+    class Start(tfcallbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.values = sorted(float(np.sum(v.numpy())) for v in
+                                 self.loop.objects["model"].trainable_variables)
+
+    start = Start()
+    lib.train_and_evaluate(_config(model="dense", hidden=16, steps=1, init_from=path,
+                                   tensorboard=False), str(tmp_path / "run"),
+                           data=small_mnist, callbacks=[start])
+    assert start.values == pytest.approx(sorted(float(np.sum(w.numpy()))
+                                                for w in net.weights), rel=1e-6)
