@@ -5,7 +5,8 @@
 
 What is compared, and why
 -------------------------
-`bench.run` times a model's train step alone: the `step_fn` from models/, driven by
+`bench.run` times a model's train step alone: the `step_fn` the binary runs by
+default (`models.registry`: built by the binary's library), driven by
 `tfcore.training.loop.Loop` with one compiled call per step, on synthetic data already on the
 device, in interleaved rounds after an untimed warm-up (median ms per step). A
 training binary (`train.vat`, `train.autoencoder`, `train.dcgan`) writes
@@ -33,8 +34,8 @@ What runs, per model, in one process
    picks (`tfcore.training.compile.resolve_jit('auto', cpu_xla=...)`: 'xla' on a GPU, on CPU the
    model's measured choice, XLA for the dense autoencoder), at
    the bench's batch size for the model (`bench.run.MODELS[name].batch_size`);
-2. the binary's library call `train_and_evaluate(config, workdir, ...)` in a
-   temporary workdir, on real MNIST limited with the binary's own options
+2. the binary's library call (`train.<binary>_lib.train_and_evaluate(config, workdir,
+   ...)`) in a temporary workdir, on real MNIST limited with the binary's own options
    (`train_limit` / `train_subset`) to exactly `--steps_per_epoch` batches per epoch,
    for `--epochs` epochs, at the same batch size, with evaluation as small as the
    binary allows (no validation split; the per-epoch / final evaluation on one batch
@@ -47,19 +48,20 @@ What runs, per model, in one process
 
 `ratio = binary ms/step / bench ms/step` with binary ms/step = 1000 / steps_per_second.
 
-| model | binary | its configuration (to match the bench's model) |
+| model | binary | its configuration (the bench model's: `models.registry`) |
 | --- | --- | --- |
-| vat_cnn | train.vat | --vat=false --dropout=false (writeup preset: Adadelta 1.0) |
-| vat_cnn_vat | train.vat | --vat --dropout=false (xi=10, eps=1, 1 power iteration) |
-| dense_ae | train.autoencoder | --model=dense (784-625 sigmoid, Adam 1e-3, constant) |
-| conv_ae | train.autoencoder | --model=conv --decoder=transpose --learning_rate=1e-3 --lr_schedule=constant --warmup_steps=0 (its default is Adam 1e-2 with a wsd schedule; the bench's step has Adam 1e-3, no schedule) |
-| dcgan | train.dcgan | --preset=default (two Adams 2e-4, beta_1 0.5), split D batch |
+| vat_cnn | train.vat | --vat=false (writeup preset: Adadelta 1.0) |
+| vat_cnn_vat | train.vat | the defaults (xi=10, eps=1, 1 power iteration) |
+| dense_ae | train.autoencoder | the defaults (784-625 sigmoid, Adam 1e-3, constant) |
+| conv_ae | train.autoencoder | --model=conv (Adam 2e-2, wsd schedule with warm-up) |
+| dcgan | train.dcgan | the defaults (two Adams 2e-4, beta_1 0.5, split D batch, EMA of G) |
 
-The configuration is also checked in code: the binary's optimizers, built by the
-binary's own factory from its resolved config, against the bench's (class, learning
-rate and every hyperparameter), the model's parameter count against the bench model's,
-and the step options against those the bench's step uses (`make_train_step`'s
-defaults plus the bench's arguments). A difference is reported in the table's notes
+The binary's configuration is the registry's configuration of the bench's step with
+only the run's length, data and evaluation sizes set (`_overrides`), and it is also
+checked in code: the optimizers the binary's library builds from it against the
+bench's (class, learning rate and every hyperparameter), the parameter count against
+the bench model's, and every other option that shapes the model, optimizer or step
+(resolved) against the bench's. A difference is reported in the table's notes
 (`config_matches` false in the JSON).
 
 Output: a JSON list of records (`--out`; fields `model`, `mode`, `binary`,
@@ -72,7 +74,6 @@ as `.md`.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import sys
 import tempfile
@@ -86,8 +87,13 @@ import tensorflow as tf  # noqa: E402
 
 from bench import harness  # noqa: E402
 from bench import run as bench_run  # noqa: E402
+from models import registry  # noqa: E402
 
-MODELS = ("vat_cnn", "vat_cnn_vat", "dense_ae", "conv_ae", "dcgan")
+# The bench models checked, and the binary (with its library `<binary>_lib`) of each.
+LIBRARIES = {"vat_cnn": "train.vat", "vat_cnn_vat": "train.vat",
+             "dense_ae": "train.autoencoder", "conv_ae": "train.autoencoder",
+             "dcgan": "train.dcgan"}
+MODELS = tuple(LIBRARIES)
 TOLERANCE = 0.15
 MNIST_TRAIN = 60000
 
@@ -100,160 +106,78 @@ class BinaryRun:
     Attributes:
       binary: the module ('train.vat', ...).
       flags: the equivalent command-line flags (for the report).
-      run: `run(workdir) -> metrics` (the binary's `train_and_evaluate`).
-      optimizers: `() -> {name: optimizer}` built by the binary's own factory from its
-        resolved config (named as the bench's objects: 'optimizer' or 'g_opt'/'d_opt').
-      num_params: `(metrics) -> int`, the binary's model parameters.
-      step_settings: name -> (the binary's value, the bench step's value).
+      config: the binary's configuration: the bench model's (`models.registry`'s
+        `config()`) with the run's length, data and evaluation sizes set.
+      run: `run(workdir) -> metrics` (the binary library's `train_and_evaluate`).
+      objects: `() -> {name: model or optimizer}` built by the binary's library from
+        `config` (named as the bench's objects: 'model', 'optimizer', or 'generator',
+        'discriminator', 'g_opt', 'd_opt', 'generator_ema').
+      step_settings: option -> (the binary's resolved value, the bench's), for every
+        option that shapes the model, optimizer or step (resume rule not 'free')
+        and that the check does not set itself.
       notes: what had to be set away from the binary's defaults to match.
     """
 
     binary: str
     flags: str
+    config: Any
     run: Callable[[str], Dict[str, Any]]
-    optimizers: Callable[[], Dict[str, Any]]
-    num_params: Callable[[Dict[str, Any]], int]
+    objects: Callable[[], Dict[str, Any]]
     step_settings: Dict[str, Any]
     notes: List[str] = dataclasses.field(default_factory=list)
 
 
-def _defaults(fn: Callable) -> Dict[str, Any]:
-    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+def _overrides(binary: str, steps_per_epoch: int, epochs: int, batch_size: int,
+               seed: int) -> Dict[str, Any]:
+    """The options the check sets: the run's length, the data and the evaluations as
+    small as the binary allows; everything else stays the bench model's."""
+    n = steps_per_epoch * batch_size
+    common = dict(epochs=epochs, batch_size=batch_size, seed=seed, jit="auto")
+    if binary == "train.vat":
+        return dict(common, train_limit=n, val_size=0, test_limit=batch_size,
+                    eval_batch_size=batch_size)
+    if binary == "train.autoencoder":
+        return dict(common, steps=None, train_subset=n, test_subset=batch_size,
+                    eval_batch_size=batch_size, num_images=1, val_size=0)
+    return dict(common, train_limit=n, val_examples=batch_size, eval_samples=0,
+                final_eval_samples=0, pinned_patience=0, fd_patience=0, grid_size=1,
+                interp_rows=1, interp_steps=2)
 
 
-def _vat(name: str, steps_per_epoch: int, epochs: int, batch_size: int, mnist,
-         seed: int) -> BinaryRun:
-    from models import vat_cnn
-    from tfcore import optimizers
-    from train import vat
-    use_vat = name == "vat_cnn_vat"
-    config = vat.VatConfig(
-        preset="writeup", dropout=False, vat=use_vat, epochs=epochs,
-        batch_size=batch_size, train_limit=steps_per_epoch * batch_size, val_size=0,
-        test_limit=batch_size, eval_batch_size=batch_size, seed=seed, jit="auto"
-    ).resolved()
-    bench_step = {**_defaults(vat_cnn.make_train_step), "vat": use_vat}  # bench: vat=
-    settings = {k: (getattr(config, k), bench_step[k])
-                for k in ("vat", "xi", "eps", "power_iterations", "vat_weight", "entmin",
-                          "shared_dropout_mask")}
-    settings["dropout"] = (config.dropout, False)  # bench.run: VatCNN(dropout=False)
-    return BinaryRun(
-        binary="train.vat",
-        flags=f"--vat={str(use_vat).lower()} --dropout=false --epochs={epochs} "
-              f"--batch_size={batch_size} --train_limit={config.train_limit} "
-              f"--test_limit={config.test_limit} --eval_batch_size={batch_size}",
-        run=lambda workdir: vat.train_and_evaluate(config, workdir, data=mnist),
-        optimizers=lambda: {"optimizer": optimizers.get(
-            config.optimizer, learning_rate=config.learning_rate)},
-        num_params=lambda metrics: metrics["num_params"],
-        step_settings=settings)
-
-
-def _autoencoder(name: str, steps_per_epoch: int, epochs: int, batch_size: int,
-                 data_dir: Optional[str], seed: int) -> BinaryRun:
-    import tfcore
-    from models import autoencoder as ae
-    from train import autoencoder
-    conv = name == "conv_ae"
-    extra = dict(model="conv", decoder="transpose", learning_rate=1e-3,
-                 lr_schedule="constant", warmup_steps=0) if conv else dict(model="dense")
-    config = autoencoder.Config(
-        steps=None, epochs=epochs, batch_size=batch_size,
-        train_subset=steps_per_epoch * batch_size, test_subset=batch_size,
-        eval_batch_size=batch_size, num_images=1, val_size=0, seed=seed, jit="auto",
-        data_dir=data_dir, **extra)
-    resolved = config.resolved()
-    bench_step = _defaults(ae.make_train_step)  # bench: make_train_step(model, opt)
-    lr_fn = None if (resolved.lr_schedule == "constant" and not resolved.warmup_steps) \
-        else f"{resolved.lr_schedule} (warm-up {resolved.warmup_steps})"
-    settings = {"noise_factor": (resolved.noise_factor, bench_step["noise_factor"]),
-                "learning_rate_fn": (lr_fn, bench_step["learning_rate_fn"])}
-    # bench.run: make_model('dense') / make_model('conv', decoder='transpose').
-    model_defaults = _defaults(ae.make_model)
-    if conv:
-        settings["decoder"] = (resolved.decoder, "transpose")
-    else:
-        for k in ("hidden", "hidden_activation", "tied"):
-            settings[k] = (getattr(resolved, k), model_defaults[k])
-    flags = (f"--model={resolved.model}"
-             + (" --decoder=transpose --learning_rate=0.001 --lr_schedule=constant "
-                "--warmup_steps=0" if conv else "")
-             + f" --epochs={epochs} --batch_size={batch_size} "
-               f"--train_subset={config.train_subset} --num_images=1")
-    notes = ([f"set --learning_rate=0.001 --lr_schedule=constant --warmup_steps=0 (the "
-              f"binary's conv default: Adam {autoencoder.CONV_LEARNING_RATE['transpose']:g}, "
-              f"{autoencoder.CONV_SCHEDULE} schedule)"] if conv else [])
-    return BinaryRun(
-        binary="train.autoencoder", flags=flags,
-        run=lambda workdir: autoencoder.train_and_evaluate(config, workdir),
-        optimizers=lambda: {"optimizer": tfcore.optimizers.get(
-            resolved.optimizer, learning_rate=resolved.learning_rate)},
-        num_params=lambda metrics: metrics["num_params"],
-        step_settings=settings, notes=notes)
-
-
-def _dcgan(name: str, steps_per_epoch: int, epochs: int, batch_size: int, mnist,
-           seed: int) -> BinaryRun:
-    from models import dcgan as dcgan_model
-    from train import dcgan
-    config = dcgan.DCGANConfig(
-        preset="default", d_batch="split", epochs=epochs, batch_size=batch_size,
-        train_limit=steps_per_epoch * batch_size, val_examples=batch_size,
-        eval_samples=0, final_eval_samples=0, pinned_patience=0, fd_patience=0,
-        grid_size=1, interp_rows=1, interp_steps=2, seed=seed, jit="auto").validate()
-    bench_step = {**_defaults(dcgan_model.make_train_step), "d_batch": "split"}
-    settings = {k: (getattr(config, k), bench_step[k])
-                for k in ("order", "d_steps", "d_batch", "label_smoothing")}
-    # bench.run: Generator(latent_dim=DEFAULT_LATENT_DIM), Discriminator(), else their
-    # defaults.
-    g_defaults = _defaults(dcgan_model.Generator.__init__)
-    d_defaults = _defaults(dcgan_model.Discriminator.__init__)
-    settings["generator"] = (config.generator, g_defaults["upsampling"])
-    settings["latent_dim"] = (config.latent_dim or None,
-                              dcgan_model.DEFAULT_LATENT_DIM)
-    settings["d_batchnorm"] = (config.d_batchnorm, d_defaults["batchnorm"])
-
-    def num_params(metrics) -> int:
-        del metrics  # the binary does not report it: build its networks from its config
-        g = dcgan_model.Generator(latent_dim=config.latent_dim or None,
-                                  upsampling=config.generator)
-        d = dcgan_model.Discriminator(batchnorm=config.d_batchnorm,
-                                      dense_units=config.d_dense_units)
-        dcgan_model.build(g, d)
-        return g.count_params() + d.count_params()
-
-    def optimizers():
-        g_opt, d_opt = dcgan_model.make_optimizers(
-            config.preset, config.g_learning_rate, config.g_beta1,
-            config.d_learning_rate, config.d_beta1)
-        return {"g_opt": g_opt, "d_opt": d_opt}
-
-    return BinaryRun(
-        binary="train.dcgan",
-        flags=f"--preset=default --d_batch=split --epochs={epochs} "
-              f"--batch_size={batch_size} --train_limit={config.train_limit} "
-              f"--val_examples={batch_size} --eval_samples=0 --final_eval_samples=0 "
-              f"--pinned_patience=0",
-        run=lambda workdir: dcgan.train_and_evaluate(config, workdir, mnist=mnist),
-        optimizers=optimizers, num_params=num_params, step_settings=settings,
-        notes=["the binary's step also averages d_acc (2 scalar ops)"])
+def _flags(config) -> str:
+    """The command-line flags of `config`'s options that differ from the defaults."""
+    default = type(config)().to_dict()
+    return " ".join(f"--{k}={str(v).lower() if isinstance(v, bool) else v}"
+                    for k, v in config.to_dict().items() if v != default[k])
 
 
 def binary_run(name: str, steps_per_epoch: int, epochs: int, batch_size: int, *,
-               mnist=None, data_dir: Optional[str] = None, seed: int = 0) -> BinaryRun:
-    """The binary of bench model `name`, configured like it (see the module docstring).
+               mnist=None, seed: int = 0, **changes) -> BinaryRun:
+    """The binary of bench model `name` configured like it (see the module docstring):
+    the registry's configuration of the bench's step with `_overrides`.
 
-    `mnist` (as `tfcore.data.load_mnist` returns) is used by train.vat and train.dcgan;
-    train.autoencoder loads MNIST itself from `data_dir` (None: `$TFCORE_DATA_DIR`, ...).
+    `mnist` (as `tfcore.data.load_mnist` returns) is the data the binary trains on
+    (None: it loads MNIST itself); `changes`: options set away from the bench model's
+    (the config check then reports them).
     """
-    if name in ("vat_cnn", "vat_cnn_vat"):
-        return _vat(name, steps_per_epoch, epochs, batch_size, mnist, seed)
-    if name in ("dense_ae", "conv_ae"):
-        return _autoencoder(name, steps_per_epoch, epochs, batch_size, data_dir, seed)
-    if name == "dcgan":
-        return _dcgan(name, steps_per_epoch, epochs, batch_size, mnist, seed)
-    raise ValueError(f"no binary for model {name!r}; known: {', '.join(MODELS)}")
+    import importlib  # pylint: disable=import-outside-toplevel
+    from tfcore.training import options  # pylint: disable=import-outside-toplevel
+    if name not in LIBRARIES:
+        raise ValueError(f"no binary for model {name!r}; known: {', '.join(MODELS)}")
+    entry, binary = registry.get(name), LIBRARIES[name]
+    lib = importlib.import_module(f"{binary}_lib")
+    overrides = _overrides(binary, steps_per_epoch, epochs, batch_size, seed)
+    bench_config = entry.config()
+    config = dataclasses.replace(bench_config, **overrides, **changes)
+    mine, theirs = config.resolved(), bench_config.resolved()
+    settings = {k: (getattr(mine, k), getattr(theirs, k))
+                for k, rule in options.resume_rules(type(config)).items()
+                if rule != "free" and k not in overrides}
+    data = {"mnist" if binary == "train.dcgan" else "data": mnist}
+    return BinaryRun(
+        binary=binary, flags=_flags(config), config=config,
+        run=lambda workdir: lib.train_and_evaluate(config, workdir, **data),
+        objects=lambda: entry.train(config).objects, step_settings=settings)
 
 
 # -- the config check -------------------------------------------------------------------
@@ -274,18 +198,27 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def _split(objects: Dict[str, Any]):
+    """(optimizers, models) of a setup's objects; the weight average of G
+    ('generator_ema') is a copy of G, not parameters of its own."""
+    opts = {k: o for k, o in objects.items()
+            if isinstance(getattr(o, "learning_rate", None), tf.Variable)}
+    models = {k: o for k, o in objects.items() if k not in opts and not k.endswith("_ema")}
+    return opts, models
+
+
 def config_differences(name: str, run: BinaryRun, metrics: Dict[str, Any],
                        seed: int = 0) -> List[str]:
     """How the binary's configuration differs from the bench's model (empty: none).
 
     Compares the optimizers (class and every setting, see `optimizer_settings`), the
-    parameter count and `run.step_settings`.
+    parameter count (the binary's `num_params` in `metrics`, else its models') and
+    `run.step_settings`.
     """
     setup = bench_run.MODELS[name].build(8, np.random.default_rng(seed))
-    bench_opts = {k: o for k, o in setup.objects.items()
-                  if isinstance(getattr(o, "learning_rate", None), tf.Variable)}
+    bench_opts, bench_models = _split(setup.objects)
+    binary_opts, binary_models = _split(run.objects())
     out: List[str] = []
-    binary_opts = run.optimizers()
     if sorted(bench_opts) != sorted(binary_opts):
         out.append(f"optimizers {sorted(binary_opts)} vs bench {sorted(bench_opts)}")
     for k in sorted(set(bench_opts) & set(binary_opts)):
@@ -293,9 +226,9 @@ def config_differences(name: str, run: BinaryRun, metrics: Dict[str, Any],
         for key in sorted(set(a) | set(b)):
             if not _same(a.get(key), b.get(key)):
                 out.append(f"{k}.{key} {a.get(key)!r} vs bench {b.get(key)!r}")
-    bench_params = sum(o.count_params() for k, o in setup.objects.items()
-                       if k not in bench_opts)
-    params = run.num_params(metrics)
+    bench_params = sum(m.count_params() for m in bench_models.values())
+    params = metrics.get("num_params") or sum(m.count_params()
+                                              for m in binary_models.values())
     if params != bench_params:
         out.append(f"{params} parameters vs bench {bench_params}")
     for key, (mine, bench) in run.step_settings.items():
@@ -337,12 +270,14 @@ def check_model(name: str, steps_per_epoch: int = 40, epochs: int = 3, *,
     if steps_per_epoch * batch_size > MNIST_TRAIN:
         raise ValueError(f"steps_per_epoch * batch size ({steps_per_epoch} * {batch_size})"
                          f" must be at most the {MNIST_TRAIN} MNIST training images")
+    if mnist is None:
+        from tfcore.data import load_mnist  # pylint: disable=import-outside-toplevel
+        mnist = load_mnist(data_dir)
     mode = bench_mode(name)
     bench_kw = dict(steps=bench_steps, rounds=bench_rounds, warmup=bench_warmup,
                     budget_s=model_budget_s, peak_size=peak_size, seed=seed, log=log)
     before = _bench_ms(name, mode, batch_size, **bench_kw)
-    run = binary_run(name, steps_per_epoch, epochs, batch_size, mnist=mnist,
-                     data_dir=data_dir, seed=seed)
+    run = binary_run(name, steps_per_epoch, epochs, batch_size, mnist=mnist, seed=seed)
     log(f"[{name}] {run.binary} {run.flags}")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"epoch_check_{name}_") as workdir:
@@ -424,18 +359,14 @@ def markdown(records: List[Dict[str, Any]], command: str = "",
 
 
 # -- CLI ---------------------------------------------------------------------------------
-# The binaries' common flags (train/flags.py) are defined on absl's global FLAGS when
-# train.* is imported; --epochs, --seed and --data_dir are used from them, the others
-# are refused.
-_UNUSED_COMMON = ("workdir", "resume", "deterministic", "steps", "batch_size", "jit",
-                  "strategy", "export", "optimizer", "learning_rate")
-
-
 def _define_flags():
     from absl import flags
-    from train import flags as common  # defines --epochs, --seed, --data_dir, ...
-    common.FLAGS.set_default("epochs", 3)
     flags.DEFINE_list("models", list(MODELS), f"Models: {', '.join(MODELS)}.")
+    flags.DEFINE_integer("epochs", 3, "Epochs of each binary run (the first traces; the "
+                         "rate is the later ones').")
+    flags.DEFINE_integer("seed", 0, "Seed of the bench's data and of the binaries' runs.")
+    flags.DEFINE_string("data_dir", None, "Directory holding mnist.npz (default: "
+                        "$TFCORE_DATA_DIR, then ~/.keras/datasets).")
     flags.DEFINE_integer("steps_per_epoch", 40, "Steps per binary epoch (the training "
                          "set is limited to this many batches).")
     flags.DEFINE_integer("bench_steps", 10, "Steps per timed bench round.")
@@ -454,11 +385,6 @@ def main(argv):
     f = flags.FLAGS
     if len(argv) > 1:
         raise SystemExit(f"unexpected arguments: {argv[1:]}")
-    unused = [f"--{n}" for n in _UNUSED_COMMON if f[n].present]
-    if unused:
-        raise SystemExit(f"error: {', '.join(unused)} not used by bench.epoch_check (it "
-                         "configures each binary like the bench's model; --epochs, "
-                         "--seed and --data_dir are used)")
     command = "python -m bench.epoch_check " + " ".join(sys.argv[1:])
     load0, t0 = os.getloadavg(), time.time()
     try:

@@ -4,8 +4,11 @@
     python -m bench.run --models=vat_cnn,vat_cnn_vat --modes=graph,xla,keras_graph \
         --steps=5 --rounds=5 --kernels=false --out=/tmp/b.json
 
-For every model, the same tfcore `step_fn(batch, seed)` (from `models/`) runs in
-each mode, and the Keras 3 equivalent (`bench.keras_models`) beside it:
+For every model, the same tfcore `step_fn(batch, seed)` runs in each mode: the step
+its training binary runs by default (`train.vat`, `train.autoencoder`, `train.dcgan`:
+built by the binary's library; the functional-API models: their module's
+`make_train_step`), as `models.registry` lists them, and the Keras 3 equivalent
+(`bench.keras_models`) beside it:
 
 | mode          | what runs                                                              |
 | ------------- | ---------------------------------------------------------------------- |
@@ -65,8 +68,7 @@ import tensorflow as tf  # noqa: E402
 
 from bench import flops as flops_lib  # noqa: E402
 from bench import harness  # noqa: E402
-from models import autoencoder as ae_model  # noqa: E402
-from models import functional as functional_models  # noqa: E402
+from models import registry  # noqa: E402
 
 MODES = ("eager", "graph", "xla", "loop", "keras_graph", "keras_xla")
 KERAS_MODES = ("keras_graph", "keras_xla")
@@ -79,7 +81,9 @@ class TfcoreSetup:
     """One tfcore model ready to train.
 
     Attributes:
-      step_fn: the un-compiled `step_fn(batch, seed) -> {name: scalar}` from models/.
+      step_fn: the un-compiled `step_fn(batch, seed) -> {name: scalar}`: the step the
+        model's training binary runs by default (`models.registry`'s `train`: the
+        binary library's `build`, or the model module's `make_train_step`).
       objects: its trackables (model(s), optimizer(s)), for `tfcore.training.loop.Loop`.
       arrays: the in-memory training set (NumPy nest, first axis = examples).
     """
@@ -89,111 +93,10 @@ class TfcoreSetup:
     arrays: Any
 
 
-def _images(rng, n: int, size: int, low: float = 0.0) -> np.ndarray:
-    return rng.uniform(low, 1.0, size=(n, size, size, 1)).astype(np.float32)
-
-
-def _vat_cnn(dropout: bool, vat: bool):
-    def build(n: int, rng) -> TfcoreSetup:
-        import tfcore
-        from models import vat_cnn
-        model = vat_cnn.VatCNN(dropout=dropout)
-        model(tf.zeros([1, 28, 28, 1]))
-        opt = tfcore.Adadelta(learning_rate=1.0)
-        opt.build(model.trainable_variables)
-        step = vat_cnn.make_train_step(model, opt, vat=vat)
-        arrays = (_images(rng, n, 28), rng.integers(0, 10, size=n).astype(np.int32))
-        return TfcoreSetup(step, {"model": model, "optimizer": opt}, arrays)
-    return build
-
-
-def _autoencoder(kind: str, **kwargs):
-    def build(n: int, rng) -> TfcoreSetup:
-        import tfcore
-        from models import autoencoder
-        model = autoencoder.make_model(kind, **kwargs)
-        opt = tfcore.Adam(learning_rate=1e-3)
-        opt.build(model.trainable_variables)
-        step = autoencoder.make_train_step(model, opt)
-        return TfcoreSetup(step, {"model": model, "optimizer": opt}, _images(rng, n, 28))
-    return build
-
-
-def _dcgan(d_batch: str):
-    def build(n: int, rng) -> TfcoreSetup:
-        from models import dcgan
-        # The binary's default networks (a flat latent of 30, BN in D).
-        g = dcgan.Generator(latent_dim=dcgan.DEFAULT_LATENT_DIM)
-        d = dcgan.Discriminator()
-        dcgan.build(g, d)
-        g_opt, d_opt = dcgan.make_optimizers("default")
-        step = dcgan.make_train_step(g, d, g_opt, d_opt, d_batch=d_batch)
-        objects = {"generator": g, "discriminator": d, "g_opt": g_opt, "d_opt": d_opt}
-        return TfcoreSetup(step, objects, _images(rng, n, 32, low=-1.0))
-    return build
-
-
-def _onehot(rng, n: int, classes: int) -> np.ndarray:
-    return np.eye(classes, dtype=np.float32)[rng.integers(0, classes, size=n)]
-
-
-def _functional_data(name: str, n: int, rng) -> Tuple[Any, Any]:
-    """(inputs, targets) of the functional-API model `name`, NumPy, n examples."""
-    if name == "separable_convnet":
-        return rng.uniform(0, 1, (n, 64, 64, 3)).astype(np.float32), _onehot(rng, n, 10)
-    if name == "residual":
-        return rng.uniform(0, 1, (n, 32, 32, 3)).astype(np.float32), _onehot(rng, n, 10)
-    if name == "qa":
-        return ((rng.integers(1, 10000, (n, 100)).astype(np.int32),
-                 rng.integers(1, 10000, (n, 20)).astype(np.int32)), _onehot(rng, n, 500))
-    if name == "siamese_lstm":
-        return ((rng.standard_normal((n, 20, 128)).astype(np.float32),
-                 rng.standard_normal((n, 20, 128)).astype(np.float32)),
-                rng.integers(0, 2, (n, 1)).astype(np.float32))
-    if name == "multi_output":
-        return (rng.integers(1, 50000, (n, 500)).astype(np.int32),
-                (rng.uniform(18, 80, (n, 1)).astype(np.float32), _onehot(rng, n, 10),
-                 rng.integers(0, 2, (n, 1)).astype(np.float32)))
-    raise ValueError(f"no functional model {name!r}")
-
-
-def _functional(name: str):
-    """The functional-API models (models/functional.py): a CE / BCE step with Adam,
-    or multi_output's own `train_step` (its three weighted losses)."""
-    def build(n: int, rng) -> TfcoreSetup:
-        import tfcore
-        from tfcore import losses
-        from models.functional import get_model
-        model, _ = get_model(name)
-        inputs, targets = _functional_data(name, n, rng)
-        model(tf.nest.map_structure(lambda a: tf.constant(a[:1]), inputs))
-        opt = tfcore.Adam(learning_rate=1e-3)
-        opt.build(model.trainable_variables)
-        if name == "multi_output":
-            from models import multi_output
-
-            def step_fn(batch, seed):
-                del seed
-                return multi_output.train_step(model, opt, batch)
-        else:
-            loss_fn = (losses.binary_crossentropy if name == "siamese_lstm"
-                       else losses.categorical_crossentropy)
-
-            def step_fn(batch, seed):
-                del seed
-                x, y = batch
-                variables = model.trainable_variables
-                with tf.GradientTape() as tape:
-                    loss = loss_fn(y, model(x, training=True))
-                opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-                return {"loss": loss}
-        return TfcoreSetup(step_fn, {"model": model, "optimizer": opt}, (inputs, targets))
-    return build
-
-
 @dataclasses.dataclass
 class ModelSpec:
-    """A bench model: its tfcore builder, default batch size and description."""
+    """A bench model: its tfcore builder `build(n, rng) -> TfcoreSetup` (n synthetic
+    examples from `rng`), default batch size and description."""
 
     build: Callable[[int, Any], TfcoreSetup]
     batch_size: int
@@ -201,41 +104,22 @@ class ModelSpec:
     cpu_xla: bool = False  # the model's measured --jit=auto choice on CPU
 
 
-def _functional_spec(name: str, batch_size: int, description: str) -> ModelSpec:
-    """A functional-API model's spec, with its measured --jit=auto choice on CPU."""
-    return ModelSpec(_functional(name), batch_size, description,
-                     cpu_xla=functional_models.prefers_xla_on_cpu(name))
+def _builder(name: str) -> Callable[[int, Any], TfcoreSetup]:
+    entry = registry.get(name)
+
+    def build(n: int, rng) -> TfcoreSetup:
+        training = entry.train()
+        return TfcoreSetup(training.step_fn, training.objects, entry.data(n, rng))
+
+    return build
 
 
+# Every registry model with a train step (the VAT CNNs, autoencoders and DCGANs with
+# their binaries' steps, the functional-API models with their modules').
 MODELS: Dict[str, ModelSpec] = {
-    "vat_cnn": ModelSpec(_vat_cnn(False, False), 128, "VAT write-up CNN, plain CE step"),
-    "vat_cnn_dropout": ModelSpec(_vat_cnn(True, False), 128, "the CNN with dropout"),
-    "vat_cnn_vat": ModelSpec(_vat_cnn(False, True), 128, "CE + VAT (1 power iteration)"),
-    "vat_cnn_vat_dropout": ModelSpec(_vat_cnn(True, True), 128, "CE + VAT, dropout"),
-    "dense_ae": ModelSpec(_autoencoder("dense"), 128, "784-625(sigmoid)-784 AE",
-                          cpu_xla=ae_model.prefers_xla_on_cpu("dense")),
-    "dense_ae_tied": ModelSpec(_autoencoder("dense", tied=True), 128, "the same, tied",
-                               cpu_xla=ae_model.prefers_xla_on_cpu("dense")),
-    "dense_ae_small": ModelSpec(_autoencoder("dense", hidden=32, hidden_activation="relu"),
-                                128, "784-32(relu)-784 AE (the Keras blog's)",
-                                cpu_xla=ae_model.prefers_xla_on_cpu("dense")),
-    "conv_ae": ModelSpec(_autoencoder("conv", decoder="transpose"), 128,
-                         "16-8-8 conv AE, conv2d_transpose decoder",
-                         cpu_xla=ae_model.prefers_xla_on_cpu("conv")),
-    "conv_ae_upsample": ModelSpec(_autoencoder("conv", decoder="upsample"), 128,
-                                  "16-8-8 conv AE, UpSampling2D decoder",
-                                  cpu_xla=ae_model.prefers_xla_on_cpu("conv")),
-    "dcgan": ModelSpec(_dcgan("split"), 64, "DCGAN D step (split real/fake) + G step"),
-    "dcgan_mixed": ModelSpec(_dcgan("mixed"), 64, "DCGAN D step (mixed batch) + G step"),
-    # functional-API models (issue 4), Adam(1e-3)
-    "separable_convnet": _functional_spec("separable_convnet", 32,
-                                          "6 SeparableConv2D, 64x64x3, CE"),
-    "residual": _functional_spec("residual", 8, "3 residual blocks, 32x32x3, CE"),
-    "qa": _functional_spec("qa", 64, "two-input Embedding+LSTM QA, CE"),
-    "siamese_lstm": _functional_spec("siamese_lstm", 64, "shared LSTM(32), BCE"),
-    "multi_output": _functional_spec("multi_output", 8,
-                                     "Embedding+Conv1D, three heads, weighted losses"),
-}
+    name: ModelSpec(_builder(name), registry.get(name).batch_size,
+                    registry.get(name).description, cpu_xla=registry.get(name).cpu_xla)
+    for name in registry.TRAINABLE}
 FUNCTIONAL_MODELS = ("separable_convnet", "residual", "qa", "siamese_lstm", "multi_output")
 # residual (16 GFLOP/step even at batch 8) and multi_output run with --models=...
 DEFAULT_MODELS = tuple(m for m in MODELS if m not in ("residual", "multi_output"))

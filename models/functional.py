@@ -1,28 +1,20 @@
-"""The functional-API chapter's models: a registry, and input-structure helpers.
+"""What the functional-API chapter's models share: input structures and the train step.
 
-`MODELS` maps a name to `(constructor, example input shapes)` for every model of
-issue 4 (used by `python -m models.summary --model=NAME` and by the tests):
+* `named_inputs`: a tensor, a list/tuple or a dict of inputs -> the tuple of a model's
+  named inputs (qa, multi_output, siamese_lstm, vision_tower).
+* `make_classifier_train_step(model, optimizer, loss)`: the one train step of the
+  models trained on (inputs, targets) with one loss (separable_convnet, residual, qa,
+  siamese_lstm, multi_output: each module's `make_train_step` is this step with its
+  loss).
 
-| name              | model                                                  |
-| ----------------- | ------------------------------------------------------ |
-| dense_example     | 64 -> Dense 32 relu -> Dense 32 relu -> Dense 10 softmax |
-| qa                | two-input question answering (text + question)         |
-| multi_output      | posts -> age / income / gender (three outputs)          |
-| inception         | one Inception module (four branches, stride 2)         |
-| residual          | a small net of residual blocks (identity + projections) |
-| siamese_lstm      | one LSTM shared by a left and a right sequence          |
-| vision_tower      | one conv tower applied to left and right images         |
-| separable_convnet | the depthwise-separable convnet (64x64x3, 10 classes)  |
-
-Example shapes use None for the batch axis; sequence lengths are arbitrary (the
-parameter counts do not depend on them).
+The models themselves, their example inputs and bench settings are listed in
+`models.registry`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Sequence, Tuple
 
-if TYPE_CHECKING:  # TensorFlow is imported only when a model is built
-    import tensorflow as tf
+import tensorflow as tf
 
 
 def named_inputs(inputs: Any, names: Sequence[str], what: str) -> Tuple["tf.Tensor", ...]:
@@ -54,33 +46,6 @@ def named_inputs(inputs: Any, names: Sequence[str], what: str) -> Tuple["tf.Tens
                      f"got {type(inputs).__name__}")
 
 
-def _registry() -> Dict[str, Tuple[Callable[[], "tf.Module"], Any]]:
-    from models.dense_example import DenseExample
-    from models.inception import InceptionModule
-    from models.multi_output import MultiOutputModel
-    from models.qa import QuestionAnswering
-    from models.residual import ResidualNet
-    from models.separable_convnet import SeparableConvNet
-    from models.siamese import SiameseLSTM
-    from models.vision_tower import TwoCameraModel
-
-    return {
-        "dense_example": (DenseExample, (None, 64)),
-        "qa": (QuestionAnswering, {"text": (None, 100), "question": (None, 20)}),
-        "multi_output": (MultiOutputModel, {"posts": (None, 500)}),
-        "inception": (InceptionModule, (None, 32, 32, 64)),
-        "residual": (ResidualNet, (None, 32, 32, 3)),
-        "siamese_lstm": (SiameseLSTM, {"left": (None, 20, 128), "right": (None, 20, 128)}),
-        "vision_tower": (TwoCameraModel, {"left": (None, 64, 64, 3),
-                                          "right": (None, 64, 64, 3)}),
-        "separable_convnet": (SeparableConvNet, (None, 64, 64, 3)),
-    }
-
-
-MODEL_NAMES = ("dense_example", "qa", "multi_output", "inception", "residual",
-               "siamese_lstm", "vision_tower", "separable_convnet")
-
-
 # The models whose train step ran faster under XLA than in graph mode on the project's
 # 2-core CPU (`python -m bench.run`, README): the LSTMs' recurrence is a while loop of
 # small ops, which XLA compiles into one kernel (measured side by side: qa 8.3 vs 15.2
@@ -91,21 +56,34 @@ MODEL_NAMES = ("dense_example", "qa", "multi_output", "inception", "residual",
 CPU_XLA_MODELS = ("qa", "siamese_lstm")
 
 
-def prefers_xla_on_cpu(name: str) -> bool:
-    """Whether `--jit=auto` compiles model `name`'s step with XLA on CPU (measured)."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
-    return name in CPU_XLA_MODELS
+def make_classifier_train_step(model: Callable, optimizer, loss: Callable) -> Callable:
+    """One optimizer step on a batch `(inputs, targets)`, UN-compiled (the loop compiles
+    it): `step_fn(batch, seed) -> {'loss': scalar, ...}`.
 
+        predictions = model(inputs, training=True)
+        loss = loss(targets, predictions)               (a batch mean)
+        optimizer.apply_gradients(d loss / d model.trainable_variables)
 
-def get_model(name: str) -> Tuple["tf.Module", Any]:
-    """A fresh, unbuilt model by registry name and its example input shapes.
+    Args:
+      model: a BUILT model (its variables exist: call it on an example first).
+      optimizer: a `tfcore.optimizers` optimizer (built on the model's variables).
+      loss: `loss(targets, predictions)` -> a scalar, or `(scalar, {name: scalar})`
+        whose parts are logged too, as '<name>_loss' (multi_output's three heads).
 
-    Raises:
-        ValueError: for an unknown name (the message lists the known ones).
+    Returns:
+      `step_fn(batch, seed)`; `seed` is unused (these steps draw nothing random), and
+      the logs are {'loss': the scalar the gradient is taken of} (+ the parts).
     """
-    registry = _registry()
-    if name not in registry:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
-    constructor, shapes = registry[name]
-    return constructor(), shapes
+
+    def step_fn(batch, seed=None):
+        del seed
+        inputs, targets = batch
+        variables = model.trainable_variables
+        with tf.GradientTape() as tape:
+            value = loss(targets, model(inputs, training=True))
+        total, parts = value if isinstance(value, tuple) else (value, {})
+        optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
+        return {"loss": total, **{f"{k}_loss": v for k, v in parts.items()}}
+
+    # No Python control flow on tensors: traced without AutoGraph's conversion.
+    return tf.autograph.experimental.do_not_convert(step_fn)

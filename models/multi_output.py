@@ -25,12 +25,12 @@ losses' scales: age in years gives MSEs in the hundreds, cross-entropies are ~1.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
 import tfcore
-from models.functional import named_inputs
+from models.functional import make_classifier_train_step, named_inputs
 
 OUTPUT_NAMES = ("age", "income", "gender")
 LOSS_WEIGHTS = (0.25, 1.0, 10.0)
@@ -124,29 +124,17 @@ def multi_output_loss(targets, predictions,
     return total, parts
 
 
-def train_step(model: MultiOutputModel, optimizer, batch,
-               loss_weights=LOSS_WEIGHTS) -> Dict[str, tf.Tensor]:
-    """One optimizer step on `batch = (inputs, targets)` (targets as list or dict).
+def make_train_step(model: MultiOutputModel, optimizer,
+                    loss_weights=LOSS_WEIGHTS) -> Callable:
+    """The UN-compiled train step `step_fn(batch, seed) -> logs` on `batch = (inputs,
+    targets)` (targets as list or dict, see `multi_output_loss`): one optimizer step on
+    the weighted loss, `models.functional.make_classifier_train_step`. Build the model
+    (call it on an example) and the optimizer first.
 
     Returns:
-        {'loss': weighted total, 'age_loss', 'income_loss', 'gender_loss'} (the
-        parts unweighted, as Keras logs them).
+        `step_fn`; its logs are {'loss': weighted total, 'age_loss', 'income_loss',
+        'gender_loss'} (the parts unweighted, as Keras logs them).
     """
-    inputs, targets = batch
-    with tf.GradientTape() as tape:
-        predictions = model(inputs, training=True)
-        total, parts = multi_output_loss(targets, predictions, loss_weights)
-    variables = model.trainable_variables
-    grads = tape.gradient(total, variables)
-    optimizer.apply_gradients(zip(grads, variables))
-    return {"loss": total, **{f"{k}_loss": v for k, v in parts.items()}}
-
-
-def make_train_step(model: MultiOutputModel, optimizer, jit_compile: bool = False,
-                    loss_weights=LOSS_WEIGHTS):
-    """`train_step` compiled with tf.function (XLA when `jit_compile`): batch -> dict.
-
-    Build the model (call it on an example) and the optimizer first.
-    """
-    return tf.function(lambda batch: train_step(model, optimizer, batch, loss_weights),
-                       jit_compile=jit_compile)
+    return make_classifier_train_step(
+        model, optimizer, lambda targets, predictions: multi_output_loss(
+            targets, predictions, loss_weights))

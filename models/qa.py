@@ -12,12 +12,13 @@ Output: answer probabilities [b, answer_vocab]. Defaults: text and question voca
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 
 import tfcore
-from models.functional import named_inputs
+from models.functional import make_classifier_train_step, named_inputs
+from tfcore import losses
 
 INPUT_NAMES = ("text", "question")
 
@@ -63,3 +64,14 @@ class QuestionAnswering(tf.Module):
             mask=self.question_embedding.compute_mask(question))
         merged = tfcore.concatenate([encoded_text, encoded_question], axis=-1)
         return self.answer(merged, training=training)
+
+
+def make_train_step(model: QuestionAnswering, optimizer,
+                    loss: Callable = losses.categorical_crossentropy) -> Callable:
+    """The UN-compiled train step `step_fn(batch, seed) -> {'loss': CE}` on `batch =
+    ([text, question] (or a dict), one-hot answers [b, answer_vocab])`: one optimizer
+    step on `loss(targets, predictions)` (default: the categorical cross-entropy of the
+    answer probabilities), `models.functional.make_classifier_train_step`. Build the
+    model first.
+    """
+    return make_classifier_train_step(model, optimizer, loss)

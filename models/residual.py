@@ -14,11 +14,13 @@ shapes of y and x differ. ResidualNet: three blocks (3 -> 64 projection, 64 iden
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 
 import tfcore
+from models.functional import make_classifier_train_step
+from tfcore import losses
 
 
 class ResidualBlock(tf.Module):
@@ -79,3 +81,13 @@ class ResidualNet(tf.Module):
         """images [b, h, w, c] -> probabilities [b, num_classes]."""
         x = self.block_3(self.block_2(self.block_1(x)))
         return self.classifier(self.pool(x))
+
+
+def make_train_step(model: ResidualNet, optimizer,
+                    loss: Callable = losses.categorical_crossentropy) -> Callable:
+    """The UN-compiled train step `step_fn(batch, seed) -> {'loss': CE}` on `batch =
+    (images [b, h, w, c], one-hot labels [b, num_classes])`: one optimizer step on
+    `loss(targets, predictions)` (default: the categorical cross-entropy of the softmax
+    outputs), `models.functional.make_classifier_train_step`. Build the model first.
+    """
+    return make_classifier_train_step(model, optimizer, loss)

@@ -10,11 +10,13 @@ Shapes ('valid' padding): 64 -> 62 -> 60 -> 30 -> 28 -> 26 -> 13 -> 11 -> 9 -> [
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 
 import tfcore
+from models.functional import make_classifier_train_step
+from tfcore import losses
 
 
 class SeparableConvNet(tf.Module):
@@ -51,3 +53,13 @@ class SeparableConvNet(tf.Module):
         x = self.max_pool_2(x)
         x = self.separable_conv2d_6(self.separable_conv2d_5(x))
         return self.dense_2(self.dense_1(self.global_pool(x)))
+
+
+def make_train_step(model: SeparableConvNet, optimizer,
+                    loss: Callable = losses.categorical_crossentropy) -> Callable:
+    """The UN-compiled train step `step_fn(batch, seed) -> {'loss': CE}` on `batch =
+    (images [b, 64, 64, 3], one-hot labels [b, num_classes])`: one optimizer step on
+    `loss(targets, predictions)` (default: the categorical cross-entropy of the softmax
+    outputs), `models.functional.make_classifier_train_step`. Build the model first.
+    """
+    return make_classifier_train_step(model, optimizer, loss)

@@ -11,12 +11,13 @@ layer; the input `features` is 128 there). Inputs: `[left, right]` or
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 
 import tfcore
-from models.functional import named_inputs
+from models.functional import make_classifier_train_step, named_inputs
+from tfcore import losses
 
 INPUT_NAMES = ("left", "right")
 
@@ -39,3 +40,13 @@ class SiameseLSTM(tf.Module):
         left, right = named_inputs(inputs, INPUT_NAMES, "SiameseLSTM")
         merged = tfcore.concatenate([self.lstm(left), self.lstm(right)], axis=-1)
         return self.classifier(merged, training=training)
+
+
+def make_train_step(model: SiameseLSTM, optimizer,
+                    loss: Callable = losses.binary_crossentropy) -> Callable:
+    """The UN-compiled train step `step_fn(batch, seed) -> {'loss': BCE}` on `batch =
+    ([left, right] (or a dict), labels [b, 1] in {0, 1})`: one optimizer step on
+    `loss(targets, predictions)` (default: the binary cross-entropy of the sigmoid
+    output), `models.functional.make_classifier_train_step`. Build the model first.
+    """
+    return make_classifier_train_step(model, optimizer, loss)

@@ -2,7 +2,6 @@
 counts (the VAT CNN's train step, a padded strided conv), a smoke run of the
 whole bench (two models, two modes, a few steps) checking the JSON records and the
 markdown report, and a smoke run of bench.epoch_check (bench vs train.autoencoder)."""
-import dataclasses
 import json
 import math
 import os
@@ -13,6 +12,8 @@ import pytest
 import tensorflow as tf
 
 from bench import epoch_check, flops, harness, run
+from models import (autoencoder, dcgan, multi_output, qa, registry, residual,
+                    separable_convnet, siamese, vat_cnn)
 
 
 # -- harness ---------------------------------------------------------------------------
@@ -211,21 +212,21 @@ def test_epoch_check_smoke_dense_ae(tmp_path, mnist_dir):
 
 
 def test_epoch_check_reports_a_config_that_differs_from_the_bench():
-    """The conv AE binary at its own default (Adam 1e-2, wsd schedule) is not the
-    bench's model (Adam 1e-3, constant): the check says how."""
-    import tfcore
-    from models import autoencoder
+    """The binary configured like the bench's conv AE (the binary's defaults: Adam 2e-2,
+    wsd schedule) matches it; set away from it (Adam 1e-2, constant), the check says
+    how, and a parameter count that differs too."""
     r = epoch_check.binary_run("conv_ae", 5, 2, 128)
-    params = autoencoder.make_model("conv", decoder="transpose").count_params()
+    params = registry.modules("conv_ae")["conv_ae"][0].count_params()
     assert epoch_check.config_differences("conv_ae", r, {"num_params": params}) == []
-    default = dataclasses.replace(
-        r, optimizers=lambda: {"optimizer": tfcore.Adam(learning_rate=1e-2)},
-        step_settings={**r.step_settings, "learning_rate_fn": ("wsd (warm-up 200)", None)})
-    diffs = epoch_check.config_differences("conv_ae", default, {"num_params": params + 1})
-    assert len(diffs) == 3
-    assert diffs[0].startswith("optimizer.learning_rate 0.0099")
+    other = epoch_check.binary_run("conv_ae", 5, 2, 128, learning_rate=1e-2,
+                                   lr_schedule="constant")
+    diffs = epoch_check.config_differences("conv_ae", other, {"num_params": params + 1})
+    assert len(diffs) == 4, diffs
+    assert diffs[0].startswith("optimizer.learning_rate 0.0099") and "vs bench 0.0199" in \
+        diffs[0]
     assert diffs[1] == f"{params + 1} parameters vs bench {params}"
-    assert diffs[2] == "learning_rate_fn 'wsd (warm-up 200)' vs bench None"
+    assert diffs[2:] == ["learning_rate 0.01 vs bench 0.02",
+                         "lr_schedule 'constant' vs bench 'wsd'"]
 
 
 def _record(model, mode, samples, jit=False, auto_xla=False, flops_=1e9, rel=1.0):
@@ -273,3 +274,49 @@ def test_vat_pair_is_timed_in_one_session(tmp_path):
     (target,) = [t for t in s["targets"] if "step-time ratio" in t["target"]]
     assert "paired" in target["target"] and target["value"] == pair["time_ratio"]
     assert "graph (paired)" in run.markdown(records)
+
+
+# -- the bench's steps are the binaries' / the models' -------------------------------------
+_STEP_MODULES = {"vat_cnn": vat_cnn, "dense_ae": autoencoder, "conv_ae": autoencoder,
+                 "dcgan": dcgan, "separable_convnet": separable_convnet,
+                 "residual": residual, "qa": qa, "siamese_lstm": siamese,
+                 "multi_output": multi_output}
+
+
+def _step_module(name):
+    return next(m for prefix, m in _STEP_MODULES.items() if name.startswith(prefix))
+
+
+def test_bench_steps_are_the_models_make_train_step(monkeypatch):
+    """Every bench model's step is the one its model module's `make_train_step`
+    returns, built by the binary's library where there is one (`models.registry`): a
+    recorder around each `make_train_step` sees the setup's own model and optimizer,
+    and the setup's step runs the returned step. The DCGAN's has the weight average
+    of G at the binary's default decay."""
+    assert set(run.MODELS) == set(registry.TRAINABLE)
+    calls = []
+
+    def recorder(module):
+        real = module.make_train_step
+
+        def make_train_step(*args, **kwargs):
+            real(*args, **kwargs)  # the real one checks its arguments as usual
+            calls.append((module, args, kwargs))
+            return lambda batch, seed: {"loss": tf.constant(float(len(calls)))}
+        return make_train_step
+
+    for module in set(_STEP_MODULES.values()):
+        monkeypatch.setattr(module, "make_train_step", recorder(module))
+    seed = tf.constant([0, 1], tf.int64)
+    for name, spec in run.MODELS.items():
+        calls.clear()
+        setup = spec.build(2, np.random.default_rng(0))
+        assert [c[0] for c in calls] == [_step_module(name)], name
+        _, args, kwargs = calls[0]
+        model = setup.objects.get("model", setup.objects.get("generator"))
+        assert args[0] is model and args[1] in setup.objects.values(), name
+        batch = tf.nest.map_structure(tf.constant, setup.arrays)
+        assert float(setup.step_fn(batch, seed)["loss"]) == 1.0, name  # the step it made
+        if name.startswith("dcgan"):
+            assert kwargs["ema_generator"] is setup.objects["generator_ema"]
+            assert kwargs["ema_decay"] == dcgan.DEFAULT_G_EMA

@@ -1,14 +1,14 @@
-"""Tests for the functional-API chapter's models (models/, issue 4).
+"""Tests for the functional-API chapter's models (models/, issue 4) and the registry.
 
 Each model is checked against its Keras 3 functional equivalent with Keras's weights
 copied in (outputs and gradients w.r.t. every variable; small hyperparameters where
 the textbook's are big), parameter counts against Keras's `count_params()` at the
 textbook's sizes and the chapter's figures, shared weights really shared, the
-three-output loss weighting and train step, and `summary` / `python -m models.summary`.
+three-output loss weighting and train step, each functional model's `make_train_step`
+(uncompiled, and it trains), and `summary` / `python -m models.summary` for every
+name of `models.registry` against the Keras twins (`bench.keras_models`).
 """
-import os
-import subprocess
-import sys
+import re
 
 import keras
 import numpy as np
@@ -16,12 +16,15 @@ import pytest
 import tensorflow as tf
 
 import tfcore
+from absl import app, flags
 from tfcore.summary import count_params
+from tfcore.training.compile import compile_step
+from models import multi_output, qa, registry, residual, separable_convnet, siamese, summary
 from models.dense_example import DenseExample
-from models.functional import MODEL_NAMES, get_model, named_inputs
+from models.functional import named_inputs
 from models.inception import InceptionModule
 from models.multi_output import (LOSS_WEIGHTS, MultiOutputModel, make_train_step,
-                                 multi_output_loss, train_step)
+                                 multi_output_loss)
 from models.qa import QuestionAnswering
 from models.residual import ResidualBlock, ResidualNet
 from models.separable_convnet import SeparableConvNet
@@ -30,7 +33,6 @@ from models.vision_tower import TwoCameraModel, VisionTower
 
 L = keras.layers
 ATOL, RTOL = 2e-5, 1e-4  # float32 parity of outputs and gradients through whole models
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
 def _floats(shape, seed=0):
@@ -371,32 +373,67 @@ def test_two_camera_model_shares_one_tower():
 # --------------------------------------------------------------------------------------
 # Parameter counts: Keras's count_params() at the textbook's sizes, and the figures
 # --------------------------------------------------------------------------------------
-PARAM_CASES = [
-    ("dense_example", keras_dense_example),
-    ("qa", keras_qa),
-    ("multi_output", keras_multi_output),
-    ("inception", lambda: keras_inception((32, 32, 64))),
-    ("residual", lambda: keras_residual_net((32, 32, 3))),
-    ("siamese_lstm", keras_siamese),
-    ("vision_tower", lambda: keras_two_camera((64, 64, 3))),
-    ("separable_convnet", keras_separable_convnet),
-]
+PARAM_CASES = {
+    "dense_example": keras_dense_example,
+    "qa": keras_qa,
+    "multi_output": keras_multi_output,
+    "inception": lambda: keras_inception((32, 32, 64)),
+    "residual": lambda: keras_residual_net((32, 32, 3)),
+    "siamese_lstm": keras_siamese,
+    "vision_tower": lambda: keras_two_camera((64, 64, 3)),
+    "separable_convnet": keras_separable_convnet,
+}
 
 
-def test_registry_lists_every_model_once():
-    assert sorted(MODEL_NAMES) == sorted(n for n, _ in PARAM_CASES)
-    with pytest.raises(ValueError, match="unknown model 'nope'.*separable_convnet"):
-        get_model("nope")
+def _keras_count_params(name):
+    """`count_params()` of the Keras twin of registry model `name`: the functional
+    ones above, the bench's (`bench.keras_models`, built on the registry's data) and
+    the DCGAN's two networks."""
+    if name in PARAM_CASES:
+        return PARAM_CASES[name]().count_params()
+    from bench import keras_models  # pylint: disable=import-outside-toplevel
+    from models.dcgan import DEFAULT_LATENT_DIM  # pylint: disable=import-outside-toplevel
+    if name in ("dcgan_generator", "dcgan", "dcgan_mixed"):  # keras_models.DCGAN's nets
+        count = keras_models.dcgan_generator(latent_dim=DEFAULT_LATENT_DIM).count_params()
+        return count + (0 if name == "dcgan_generator" else _keras_count_params(
+            "dcgan_discriminator"))
+    if name == "dcgan_discriminator":
+        return keras_models.dcgan_discriminator().count_params()
+    data = registry.get(name).data(2, np.random.default_rng(0))
+    return keras_models.build(name, data, jit_compile=False).model.count_params()
 
 
-@pytest.mark.parametrize("name, make_keras", PARAM_CASES, ids=[n for n, _ in PARAM_CASES])
-def test_summary_totals_equal_keras_count_params(name, make_keras):
-    model, shapes = get_model(name)
-    text = tfcore.summary(model, shapes)
-    want = make_keras().count_params()
-    assert f"Total params: {want:,}\n" in text
-    assert count_params(model) == want
-    assert sum(v.shape.num_elements() for v in model.variables) == want
+def _one(name):
+    (model, shapes), = registry.modules(name).values()
+    return model, shapes
+
+
+def test_registry_lists_the_bench_and_functional_models_once():
+    from bench import keras_models  # pylint: disable=import-outside-toplevel
+    assert len(set(registry.NAMES)) == len(registry.NAMES)
+    assert set(PARAM_CASES) | set(keras_models.NAMES) <= set(registry.NAMES)
+    assert set(keras_models.NAMES) <= set(registry.TRAINABLE)
+    assert set(registry.TRAINABLE) & set(PARAM_CASES) == set(keras_models.FUNCTIONAL)
+    for name in registry.TRAINABLE:
+        entry = registry.get(name)
+        assert entry.batch_size > 0 and entry.data is not None, name
+    assert set(registry.modules("dcgan")) == {"dcgan_generator", "dcgan_discriminator"}
+    with pytest.raises(ValueError, match="unknown model 'nope'.*separable_convnet.*dcgan"):
+        registry.get("nope")
+
+
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_every_registry_model_summarises_with_keras_count_params(name):
+    """`models.summary` of every registry name (the bench's, the functional models,
+    the DCGAN's networks), its total against the Keras twin's count_params()."""
+    parts = registry.modules(name)
+    text = summary.summarize(name, parts=parts)
+    want = _keras_count_params(name)
+    totals = re.findall(r"^.*Total params: ([\d,]+)$", text, flags=re.M)
+    assert int(totals[-1].replace(",", "")) == want, text
+    assert len(totals) == (len(parts) + 1 if len(parts) > 1 else 1)  # per part, the sum
+    assert sum(count_params(m) for m, _ in parts.values()) == want
+    assert sum(v.shape.num_elements() for m, _ in parts.values() for v in m.variables) == want
 
 
 def _param_column(text):
@@ -411,12 +448,12 @@ def _param_column(text):
 
 
 def test_separable_convnet_and_dense_example_figures():
-    model, shapes = get_model("separable_convnet")
+    model, shapes = _one("separable_convnet")
     text = tfcore.summary(model, shapes)
     assert [c for c in _param_column(text) if c] == [155, 2400, 4736, 8896, 9408, 8896, 4128, 330]
     assert "Total params: 38,949" in text
     assert "(None, 9, 9, 128)" in text and "Output: (None, 10)" in text
-    model, shapes = get_model("dense_example")
+    model, shapes = _one("dense_example")
     text = tfcore.summary(model, shapes)
     assert _param_column(text) == [2080, 1056, 330]
     assert "Total params: 3,466" in text
@@ -495,7 +532,7 @@ def test_multi_output_train_step_matches_keras_fit_step():
     targets = {"age": age, "income": income, "gender": gender}
     logs = kmodel.train_on_batch(posts, [age, income, gender], return_dict=True)
     optimizer = tfcore.SGD(0.01)
-    out = train_step(model, optimizer, ({"posts": tf.constant(posts)}, targets))
+    out = make_train_step(model, optimizer)(({"posts": tf.constant(posts)}, targets), None)
     np.testing.assert_allclose(out["loss"].numpy(), logs["loss"], rtol=1e-5)
     for mine, w in pairs:
         np.testing.assert_allclose(mine.numpy(), w.numpy(), atol=1e-5, rtol=1e-5,
@@ -514,11 +551,13 @@ def test_multi_output_compiled_train_steps_equal_eager():
             a.assign(b)
     before = [v.numpy() for v in models[0].trainable_variables]
     opts = [tfcore.SGD(0.05) for _ in models]
-    steps = [lambda b: train_step(models[0], opts[0], b),
-             make_train_step(models[1], opts[1], jit_compile=False),
-             make_train_step(models[2], opts[2], jit_compile=True)]
+    # The step is uncompiled; the loop compiles it (compile_step), in graph mode or XLA.
+    steps = [make_train_step(models[0], opts[0]),
+             compile_step(make_train_step(models[1], opts[1]), jit=False),
+             compile_step(make_train_step(models[2], opts[2]), jit=True)]
+    seed = tf.constant([0, 1], tf.int64)
     for _ in range(2):
-        logs = [step(batch) for step in steps]
+        logs = [step(batch, seed) for step in steps]
     for got, m in zip(logs[1:], models[1:]):
         for k in ("loss", "age_loss", "income_loss", "gender_loss"):
             np.testing.assert_allclose(got[k].numpy(), logs[0][k].numpy(), rtol=1e-4, atol=1e-5)
@@ -527,6 +566,49 @@ def test_multi_output_compiled_train_steps_equal_eager():
     moved = [not np.array_equal(b, v.numpy())
              for b, v in zip(before, models[0].trainable_variables)]
     assert all(moved)  # every variable, the embedding included, got a gradient
+
+
+def _small_batches():
+    """(module, model, batch) of each functional model with a train step, small."""
+    rng = np.random.default_rng(30)
+    onehot = lambda n, k: np.eye(k, dtype=np.float32)[rng.integers(0, k, n)]  # noqa: E731
+    posts = _tokens((4, 270), 30, 31)
+    age, income, _, gender = _multi_output_batch(seed=32)
+    return [
+        ("separable_convnet", separable_convnet, SeparableConvNet(num_classes=3),
+         (_floats((4, 32, 32, 3), 33), onehot(4, 3))),
+        ("residual", residual, ResidualNet(filters=(4, 6), num_classes=3),
+         (_floats((4, 8, 8, 3), 34), onehot(4, 3))),
+        ("qa", qa, QuestionAnswering(text_vocab_size=40, question_vocab_size=30,
+                                     answer_vocab_size=5, text_embedding_dim=6,
+                                     question_embedding_dim=5, text_units=4,
+                                     question_units=3),
+         ((_tokens((4, 9), 40, 35), _tokens((4, 4), 30, 36)), onehot(4, 5))),
+        ("siamese_lstm", siamese, SiameseLSTM(units=4),
+         ((_floats((4, 5, 6), 37), _floats((4, 5, 6), 38)),
+          rng.integers(0, 2, (4, 1)).astype(np.float32))),
+        ("multi_output", multi_output, MultiOutputModel(**_small_multi_output()),
+         (posts, (age, income, gender))),
+    ]
+
+
+def test_each_functional_models_step_is_uncompiled_and_trains():
+    """Every functional model's `make_train_step`: a plain function (the loop compiles
+    it) taking (batch, seed), whose loss goes down on a fixed batch in a few steps;
+    every trainable variable moves."""
+    seed = tf.constant([0, 1], tf.int64)
+    for name, module, model, batch in _small_batches():
+        batch = tf.nest.map_structure(tf.constant, batch)
+        model(batch[0])
+        opt = tfcore.Adam(learning_rate=0.01)
+        opt.build(model.trainable_variables)
+        step = module.make_train_step(model, opt)
+        assert not isinstance(step, tf.types.experimental.PolymorphicFunction), name
+        before = [v.numpy() for v in model.trainable_variables]
+        losses = [float(step(batch, seed)["loss"]) for _ in range(4)]
+        assert losses[-1] < losses[0], (name, losses)
+        assert all(not np.array_equal(b, v.numpy())
+                   for b, v in zip(before, model.trainable_variables)), name
 
 
 def test_named_inputs_errors():
@@ -541,21 +623,30 @@ def test_named_inputs_errors():
 
 
 # --------------------------------------------------------------------------------------
-# python -m models.summary
+# python -m models.summary (its main)
 # --------------------------------------------------------------------------------------
-def _run_cli(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "models.summary", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+def test_summary_binary_prints_tables_and_rejects_unknown_names(capsys):
+    """`python -m models.summary`'s main (its flags on their own FlagValues): the
+    DCGAN's two tables and their total, a functional model, unknown / missing names
+    (the message lists every name)."""
+    def main(*argv):
+        fv = flags.FlagValues()
+        summary.define_flags(fv)
+        return summary.main(fv(["models.summary", *argv]), fv)
 
-
-def test_summary_binary_prints_table_and_rejects_unknown_names():
-    done = _run_cli("--model=separable_convnet")
-    assert done.returncode == 0, done.stderr
-    assert "Total params: 38,949" in done.stdout
-    assert "separable_conv2d_6 (SeparableConv2D)" in done.stdout
-    bad = _run_cli("--model=resnet50")
-    assert bad.returncode != 0
-    assert "unknown model 'resnet50'" in bad.stderr
-    for name in MODEL_NAMES:
-        assert name in bad.stderr
+    main("--model=dcgan")
+    out = capsys.readouterr().out
+    assert "dcgan_generator:\n" in out and "dcgan_discriminator:\n" in out
+    assert "up_sampling2d_2 (UpSampling2D)" in out
+    totals = [int(t.replace(",", "")) for t in re.findall(r"Total params: ([\d,]+)", out)]
+    assert len(totals) == 3 and totals[2] == totals[0] + totals[1] > 0
+    assert out.rstrip().endswith(
+        f"dcgan (dcgan_generator + dcgan_discriminator): Total params: {totals[2]:,}")
+    main("--model=separable_convnet")
+    out = capsys.readouterr().out
+    assert "Total params: 38,949" in out and "separable_conv2d_6 (SeparableConv2D)" in out
+    for argv, message in ((["--model=resnet50"], "unknown model 'resnet50'; known models: "),
+                          ([], "--model is required; one of: ")):
+        with pytest.raises(app.UsageError, match=message) as e:
+            main(*argv)
+        assert all(name in str(e.value) for name in registry.NAMES)
