@@ -198,11 +198,15 @@ def bench_model(name: str, modes: Sequence[str], batch_size: int, steps: int,
                 rounds: int, warmup: int, eager_steps: int,
                 loop_jit: Union[str, bool], peak_size: int, seed: int = 0,
                 budget_s: Optional[float] = None,
-                log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+                log: Callable[[str], None] = print,
+                keep: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """Times one model in every mode (interleaved) and returns its records.
 
     `loop_jit`: the `loop` mode's compile mode, 'auto' | 'on' | 'off' or a bool;
     'auto' resolves per model (`tfcore.training.compile.resolve_jit` with its `cpu_xla`).
+    `keep`: when given (and with the graph mode), receives `keep[name] = (the graph
+    mode's runner, FLOPs per step, batch_size)` for `bench_pair` to time the same
+    traced loop again; its data then spans twice the rounds.
     """
     from tfcore.training.compile import resolve_jit
     from tfcore.data import DeviceDataset
@@ -214,7 +218,8 @@ def bench_model(name: str, modes: Sequence[str], batch_size: int, steps: int,
     # Enough examples that one epoch spans the warm-up and every timed round: a
     # training epoch runs hundreds of steps, so the per-epoch work (the permutation)
     # must not land in every round as it would with a one-round epoch.
-    setup = spec.build(batch_size * steps * (rounds + warmup + 2), rng)
+    spans = rounds + warmup + 2 if keep is None else 2 * (rounds + warmup) + 2
+    setup = spec.build(batch_size * steps * spans, rng)
     data = DeviceDataset(setup.arrays, batch_size, seed=seed)
     example = data.batch(0, 0)
     count = flops_lib.count_flops(setup.step_fn, example, tf.constant([seed, 0], tf.int64))
@@ -240,6 +245,8 @@ def bench_model(name: str, modes: Sequence[str], batch_size: int, steps: int,
             jit_of[mode] = jit
         else:
             raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    if keep is not None and "graph" in runners:
+        keep[name] = (runners["graph"], count.flops, batch_size)
     peak_run, peak_flops = matmul_runner(peak_size)
     runners["matmul_peak"] = peak_run
     steps_for["matmul_peak"] = max(1, min(steps, 3))
@@ -283,13 +290,19 @@ def bench_model(name: str, modes: Sequence[str], batch_size: int, steps: int,
 
 def bench_pair(vat: str, plain: str, batch_size: int, steps: int, rounds: int,
                warmup: int, seed: int = 0, budget_s: Optional[float] = None,
-               log: Callable[[str], None] = print) -> Dict[str, Any]:
+               log: Callable[[str], None] = print,
+               prepared: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The VAT/plain step-time ratio, both models timed in ONE interleaved session
     (graph mode, the CPU's mode for them), so every round pairs the two under the same
-    machine state; the ratio is the median of the per-round ratios."""
+    machine state; the ratio is the median of the per-round ratios. `prepared`:
+    `bench_model`'s `keep` (a model's traced graph-mode runner and FLOPs at this
+    batch size, used instead of building it again)."""
     from tfcore.data import DeviceDataset
     runners, flops = {}, {}
     for name in (vat, plain):
+        if name in (prepared or {}) and prepared[name][2] == batch_size:
+            runners[name], flops[name], _ = prepared[name]
+            continue
         rng = np.random.default_rng(seed)
         setup = MODELS[name].build(batch_size * steps * (rounds + warmup + 2), rng)
         data = DeviceDataset(setup.arrays, batch_size, seed=seed)
@@ -358,21 +371,23 @@ def run_bench(models: Sequence[str] = DEFAULT_MODELS, modes: Sequence[str] = MOD
         return None
     common = {"device": dev, **_versions()}
     records: List[Dict[str, Any]] = []
+    pairs = [p for p in VAT_PAIRS if "graph" in modes and set(p) <= set(models)]
+    kept: Dict[str, Any] = {}  # the pairs' graph-mode loops, timed again in bench_pair
     with tf.device(dev):
         for name in models:
             bs = batch_size or MODELS[name].batch_size
+            keep = kept if any(name in p for p in pairs) else None
             for r in bench_model(name, modes, bs, steps, rounds, warmup, eager_steps,
                                  loop_jit, peak_size, seed=seed, budget_s=model_budget_s,
-                                 log=log):
+                                 log=log, keep=keep):
                 records.append({**r, **common})
             if partial_out:
                 _write_json(records, partial_out)
-        if "graph" in modes:
-            for vat, plain in VAT_PAIRS:
-                if vat in models and plain in models:
-                    records.append({**bench_pair(
-                        vat, plain, batch_size or MODELS[vat].batch_size, steps, rounds,
-                        warmup, seed=seed, budget_s=model_budget_s, log=log), **common})
+        for vat, plain in pairs:
+            records.append({**bench_pair(
+                vat, plain, batch_size or MODELS[vat].batch_size, steps, rounds, warmup,
+                seed=seed, budget_s=model_budget_s, log=log, prepared=kept), **common})
+        kept.clear()
         if kernels:
             from bench import kernels as kernels_lib
             for r in kernels_lib.run_kernels(steps=kernel_steps, rounds=rounds,

@@ -270,6 +270,8 @@ def test_vat_pair_is_timed_in_one_session(tmp_path):
     (pair,) = [r for r in records if r["kind"] == "pair"]
     assert (pair["vat"], pair["plain"], pair["rounds"]) == ("vat_cnn_vat", "vat_cnn", 2)
     assert pair["time_ratio"] > 1.0 and 2.0 < pair["flop_ratio"] < 3.5
+    steps = {r["model"]: r for r in records if r["kind"] == "train_step"}
+    assert pair["flop_ratio"] == steps["vat_cnn_vat"]["flops"] / steps["vat_cnn"]["flops"]
     s = run.summarize(records)
     (target,) = [t for t in s["targets"] if "step-time ratio" in t["target"]]
     assert "paired" in target["target"] and target["value"] == pair["time_ratio"]
