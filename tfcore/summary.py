@@ -132,83 +132,65 @@ def _recording(modules: List[tf.Module], record: Dict[int, list], order: List[in
                 cls.__call__ = value
 
 
-def summary(model: tf.Module, inputs: Any, expand_nested: bool = False,
-            training: bool = False, line_length: int = 88) -> str:
-    """The table of `model`'s submodules with output shapes and parameter counts.
+def _submodules(model: tf.Module, expand_nested: bool) -> List[tuple]:
+    """(depth, module) of the model's submodules (all levels with expand_nested)."""
+    rows = []
 
-    Args:
-        model: a tf.Module called as `model(inputs, training=...)`.
-        inputs: an example input (tensor / array, or a list / dict of them) or its
-            shape(s): a tuple like (None, 64), a list or dict of such tuples, or
-            `tf.TensorSpec`s. Unknown dims (None) become 1 for the example run.
-        expand_nested: also list the submodules of submodules, indented.
-        training: passed to the model for the example run. Default False.
-        line_length: width of the table.
+    def walk(m, depth):
+        for c in _children(m):
+            rows.append((depth, c))
+            if expand_nested:
+                walk(c, depth + 1)
 
-    Returns:
-        The table as one string (print it).
-    """
-    def collect():
-        rows = []  # (depth, module)
+    walk(model, 0)
+    return rows
 
-        def walk(m, depth):
-            for c in _children(m):
-                rows.append((depth, c))
-                if expand_nested:
-                    walk(c, depth + 1)
 
-        walk(model, 0)
-        return rows
-
-    x = example_inputs(inputs)
-    for _ in range(2):  # again if the call created submodules (built lazily)
-        rows_spec = collect()
+def _run_recorded(model, x, training, expand_nested):
+    """Calls the model once (twice if the call created submodules, built lazily),
+    recording each submodule's outputs: (rows, record, order, output)."""
+    for _ in range(2):
+        rows = _submodules(model, expand_nested)
         record: Dict[int, list] = {}
         order: List[int] = []
-        with _recording([m for _, m in rows_spec], record, order):
+        with _recording([m for _, m in rows], record, order):
             y = model(x, training=training)
-        if len(collect()) == len(rows_spec):
+        if len(_submodules(model, expand_nested)) == len(rows):
             break
+    return rows, record, order, y
 
-    # Call order per nesting level, uncalled modules last (stable).
+
+def _in_call_order(model, rows, order, expand_nested) -> List[tuple]:
+    """The rows in call order per nesting level, uncalled modules last (stable)."""
     rank = {k: i for i, k in enumerate(order)}
-
-    def sort_level(items):
-        return sorted(items, key=lambda m: rank.get(id(m), len(rank)))
-
     ordered: List[tuple] = []
 
     def emit(m, depth):
-        kids = [c for d, c in rows_spec if d == depth and c in _children(m)]
-        for c in sort_level(kids):
+        kids = [c for d, c in rows if d == depth and c in _children(m)]
+        for c in sorted(kids, key=lambda k: rank.get(id(k), len(rank))):
             ordered.append((depth, c))
             if expand_nested:
                 emit(c, depth + 1)
 
     emit(model, 0)
+    return ordered
 
-    table = []  # (label, shape, params)
-    for depth, m in ordered:
-        outs = record.get(id(m))
-        if not outs:
-            shape = "?"
-        else:
-            shapes = []
-            for o in outs:
-                s = _format_shape(o)
-                if s not in shapes:
-                    shapes.append(s)
-            shape = " | ".join(shapes)
-            if len(outs) > 1 and len(shapes) == 1:
-                shape += f" x{len(outs)}"
-        table.append(("  " * depth + f"{m.name} ({type(m).__name__})", shape,
-                      f"{_count(m.variables):,}"))
-    # Variables the model holds itself, outside any submodule.
-    in_children = {id(v) for _, c in rows_spec for v in c.variables}
-    own = [v for v in unique_variables(model.variables) if id(v) not in in_children]
-    if own:
-        table.append(("(own variables)", "", f"{_count(own):,}"))
 
+def _shape_text(outs) -> str:
+    if not outs:
+        return "?"
+    shapes = []
+    for o in outs:
+        text = _format_shape(o)
+        if text not in shapes:
+            shapes.append(text)
+    shape = " | ".join(shapes)
+    if len(outs) > 1 and len(shapes) == 1:
+        shape += f" x{len(outs)}"
+    return shape
+
+
+def _render(model, table, y, line_length: int) -> str:
     header = ("Layer (type)", "Output Shape", "Param #")
     w_name = max(len(r[0]) for r in table + [header]) + 2
     w_params = max(len(r[2]) for r in table + [header]) + 2
@@ -229,6 +211,35 @@ def summary(model: tf.Module, inputs: Any, expand_nested: bool = False,
     lines.append(f"Non-trainable params: {_count(all_vars) - _count(trainable):,}")
     lines.append(f"Output: {_format_shape(y)}")
     return "\n".join(lines)
+
+
+def summary(model: tf.Module, inputs: Any, expand_nested: bool = False,
+            training: bool = False, line_length: int = 88) -> str:
+    """The table of `model`'s submodules with output shapes and parameter counts.
+
+    Args:
+        model: a tf.Module called as `model(inputs, training=...)`.
+        inputs: an example input (tensor / array, or a list / dict of them) or its
+            shape(s): a tuple like (None, 64), a list or dict of such tuples, or
+            `tf.TensorSpec`s. Unknown dims (None) become 1 for the example run.
+        expand_nested: also list the submodules of submodules, indented.
+        training: passed to the model for the example run. Default False.
+        line_length: width of the table.
+
+    Returns:
+        The table as one string (print it).
+    """
+    rows, record, order, y = _run_recorded(model, example_inputs(inputs), training,
+                                           expand_nested)
+    table = [("  " * depth + f"{m.name} ({type(m).__name__})",
+              _shape_text(record.get(id(m))), f"{_count(m.variables):,}")
+             for depth, m in _in_call_order(model, rows, order, expand_nested)]
+    # Variables the model holds itself, outside any submodule.
+    in_children = {id(v) for _, c in rows for v in c.variables}
+    own = [v for v in unique_variables(model.variables) if id(v) not in in_children]
+    if own:
+        table.append(("(own variables)", "", f"{_count(own):,}"))
+    return _render(model, table, y, line_length)
 
 
 def count_params(model: tf.Module) -> int:
