@@ -210,7 +210,8 @@ def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float =
       power_iterations: K >= 1 in practice (0: random perturbation), default 1.
       hvp: each power-iteration product H d as a 'finite_difference' of step xi
         (default, the write-up's) or 'exact' (J^T F J d linearised at x + xi d/|d|,
-        `tfcore.vat.kl_hessian_vector_product`).
+        `tfcore.vat.kl_hessian_vector_product`; compile it without XLA, whose max-pool
+        second derivative is approximate).
       vat_weight: weight of the VAT term (default 1), >= 0.
       entmin: add the entropy of p(.|x_u) (VAT + EntMin, default False).
       shared_dropout_mask: same dropout mask in the clean and the perturbed passes

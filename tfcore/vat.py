@@ -315,6 +315,11 @@ def kl_hessian_vector_product(logits_fn: Callable[[tf.Tensor], tf.Tensor], x, p_
     the forward-mode product J d_hat (`_jacobian_vector_product`). One power
     iteration of `virtual_adversarial_loss` is d <- this product.
 
+    XLA: 'exact' differentiates the model's backward pass, and XLA's MaxPoolGradGrad
+    (that derivative for max pooling) compares bf16-rounded values, so through max
+    pooling 'exact' is approximate under `jit_compile=True`; TensorFlow's own kernels
+    (eager, graph) are exact (docs/vat_direction.md).
+
     Args:
       logits_fn: x' -> logits [batch, ..., classes], differentiable in x' (twice,
         for 'exact': its gradient must itself have a gradient).
@@ -397,9 +402,10 @@ def virtual_adversarial_loss(
     hvp='exact' for such a small xi), eps=2.1 for MNIST with all labels and eps=0.3
     for MNIST with 100 labels.
 
-    Works eagerly, under `tf.function` and `tf.function(jit_compile=True)`; the batch
-    size may be unknown (a `TensorSpec` with None). `power_iterations` is a Python int
-    (the loop is unrolled).
+    Works eagerly, under `tf.function` and `tf.function(jit_compile=True)` (but see
+    `kl_hessian_vector_product` for hvp='exact' through max pooling under XLA); the
+    batch size may be unknown (a `TensorSpec` with None). `power_iterations` is a
+    Python int (the loop is unrolled).
 
     Args:
       logits_fn: callable x_perturbed -> logits [batch, ..., classes] (softmax over
