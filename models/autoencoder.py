@@ -226,9 +226,9 @@ def prefers_xla_on_cpu(model: str) -> bool:
     """The compile mode `--jit=auto` takes on CPU for this model (the `cpu_xla` of
     `tfcore.training.compile.resolve_jit`): XLA for 'dense', graph mode for 'conv'.
 
-    Measured with `bench.run` (README): XLA fuses the dense autoencoder's element-wise
-    work (bias adds, sigmoids, the BCE) and ran its step faster than graph mode, while
-    its CPU conv kernels ran the conv autoencoder's 2-2.4x slower.
+    Measured with `bench.run` (README; docs/decisions.md, "Compile mode per device"):
+    XLA fuses the dense autoencoder's element-wise work (bias adds, sigmoids, the BCE),
+    while its CPU conv kernels are slower for the conv autoencoder.
     """
     return _check_model(model) == "dense"
 

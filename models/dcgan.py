@@ -44,7 +44,7 @@ import tensorflow as tf
 
 import tfcore
 from tfcore import checks, gan
-from tfcore.layer import Layer, check_positive_int
+from tfcore.layer import Layer
 
 UPSAMPLINGS = ("upsample", "transpose")
 IMAGE_SHAPE = (32, 32, 1)
@@ -81,12 +81,12 @@ class Generator(Layer):
                  projection_channels: int = 4, name: Optional[str] = "generator"):
         super().__init__(name=name)
         if latent_dim is not None and latent_dim != 0:
-            check_positive_int(latent_dim, "Generator latent_dim")
+            checks.check_int(latent_dim, "Generator latent_dim", low=1)
         checks.check_choice(upsampling, "Generator upsampling", UPSAMPLINGS)
         self.latent_dim = int(latent_dim) if latent_dim else None
         self.upsampling = upsampling
-        self.projection_channels = check_positive_int(projection_channels,
-                                                      "Generator projection_channels")
+        self.projection_channels = checks.check_int(projection_channels,
+                                                      "Generator projection_channels", low=1)
         self.latent_shape: Tuple[int, ...] = ((self.latent_dim,) if self.latent_dim
                                               else Z_SHAPE)
         with self.name_scope:
@@ -163,7 +163,7 @@ class Discriminator(Layer):
         self.negative_slope = checks.check_real(negative_slope,
                                                 "Discriminator negative_slope", low=0,
                                                 high=1, high_open=True)
-        self.dense_units = check_positive_int(dense_units, "Discriminator dense_units")
+        self.dense_units = checks.check_int(dense_units, "Discriminator dense_units", low=1)
         with self.name_scope:
             self.convs = [tfcore.Conv2D(f, 3, strides=2, padding="same",
                                         name="conv2d" + ("" if i == 0 else f"_{i}"))

@@ -47,12 +47,10 @@ def named_inputs(inputs: Any, names: Sequence[str], what: str) -> Tuple["tf.Tens
 
 
 # The models whose train step ran faster under XLA than in graph mode on the project's
-# 2-core CPU (`python -m bench.run`, README): the LSTMs' recurrence is a while loop of
-# small ops, which XLA compiles into one kernel (measured side by side: qa 8.3 vs 15.2
-# ms/step, siamese_lstm 2.8 vs 3.9). Not multi_output (Embedding + Conv1D, three
-# heads): its single XLA step was even with graph mode (0.94-1.01), but its compiled
-# multi-step loop under XLA took 1,621 ms/step against 36 (graph), so auto keeps graph.
-# `--jit=auto` takes XLA for these on CPU (`tfcore.training.compile.resolve_jit(cpu_xla=...)`).
+# CPU (`python -m bench.run`, README): the LSTMs' recurrence is a while loop of small
+# ops, which XLA compiles into one kernel. Not multi_output: its compiled multi-step
+# loop under XLA is a trap (docs/decisions.md, "Compile mode per device"). `--jit=auto`
+# takes XLA for these on CPU (`tfcore.training.compile.resolve_jit(cpu_xla=...)`).
 CPU_XLA_MODELS = ("qa", "siamese_lstm")
 
 

@@ -50,8 +50,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import tensorflow as tf
 
-from tfcore import losses
-from tfcore.layer import check_positive_int, fold_seed
+from tfcore import checks, losses
+from tfcore.layer import fold_seed
 
 Net = Callable[..., tf.Tensor]
 
@@ -400,7 +400,7 @@ def make_gan_train_step(generator: Net, discriminator: Net, g_opt: Any, d_opt: A
         raise ValueError(f"d_batch must be one of {_D_BATCH}, got {d_batch!r}")
     if noise_dist not in _DISTS:
         raise ValueError(f"noise_dist must be one of {_DISTS}, got {noise_dist!r}")
-    d_steps = check_positive_int(d_steps, "d_steps")
+    d_steps = checks.check_int(d_steps, "d_steps", low=1)
     latent_dims = _latent_dims(latent_shape)
     _check_smoothing(label_smoothing)
     # Fail early (eagerly) if a network is unbuilt or its variables are unknown.

@@ -8,7 +8,8 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
-from tfcore.optimizers.optimizer import Number, Optimizer, check_float
+from tfcore import checks
+from tfcore.optimizers.optimizer import Number, Optimizer
 
 
 def adadelta_update(var: tf.Tensor, grad: tf.Tensor, accumulated_grad: tf.Tensor,
@@ -56,8 +57,8 @@ class Adadelta(Optimizer):
         super().__init__(learning_rate, clipnorm=clipnorm,
                          global_clipnorm=global_clipnorm, name=name or "adadelta",
                          fused=fused)
-        self.rho = check_float(rho, "rho", 0.0, 1.0)
-        self.epsilon = check_float(epsilon, "epsilon", 0.0)
+        self.rho = checks.check_real(rho, "rho", low=0, high=1)
+        self.epsilon = checks.check_real(epsilon, "epsilon", low=0)
         self._accumulated_grads, self._accumulated_delta_vars = [], []
 
     def build_slots(self, variables):

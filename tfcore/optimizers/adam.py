@@ -9,7 +9,8 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
-from tfcore.optimizers.optimizer import Number, Optimizer, check_bool, check_float
+from tfcore import checks
+from tfcore.optimizers.optimizer import Number, Optimizer
 
 
 def adam_update(var: tf.Tensor, grad: tf.Tensor, m: tf.Tensor, v: tf.Tensor, lr: Number,
@@ -74,10 +75,10 @@ class Adam(Optimizer):
         super().__init__(learning_rate, clipnorm=clipnorm,
                          global_clipnorm=global_clipnorm, name=name or "adam",
                          fused=fused)
-        self.beta_1 = check_float(beta_1, "beta_1", 0.0, 1.0, high_inclusive=False)
-        self.beta_2 = check_float(beta_2, "beta_2", 0.0, 1.0, high_inclusive=False)
-        self.epsilon = check_float(epsilon, "epsilon", 0.0)
-        self.amsgrad = check_bool(amsgrad, "amsgrad")
+        self.beta_1 = checks.check_real(beta_1, "beta_1", low=0, high=1, high_open=True)
+        self.beta_2 = checks.check_real(beta_2, "beta_2", low=0, high=1, high_open=True)
+        self.epsilon = checks.check_real(epsilon, "epsilon", low=0)
+        self.amsgrad = checks.check_bool(amsgrad, "amsgrad")
         self._momentums, self._velocities, self._velocity_hats = [], [], []
 
     def build_slots(self, variables):

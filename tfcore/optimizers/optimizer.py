@@ -32,35 +32,13 @@ optimizer was built with (others raise `ValueError`, as Keras).
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from tfcore import checks
+
 Number = Union[float, tf.Tensor]  # a hyperparameter given to the pure update functions
-
-
-def check_float(value, what: str, low: float = 0.0, high: Optional[float] = None,
-                high_inclusive: bool = True, low_inclusive: bool = True) -> float:
-    """A finite real number within [low, high] (ends as flagged) -> float."""
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
-          and math.isfinite(value))
-    if ok:
-        v = float(value)
-        ok = (v >= low if low_inclusive else v > low)
-        if high is not None:
-            ok = ok and (v <= high if high_inclusive else v < high)
-    if not ok:
-        lo = "[" if low_inclusive else "("
-        hi = "inf)" if high is None else (f"{high}]" if high_inclusive else f"{high})")
-        raise ValueError(f"{what} must be a float in {lo}{low}, {hi}, got {value!r}")
-    return float(value)
-
-
-def check_bool(value, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{what} must be a bool, got {value!r}")
-    return value
 
 
 def slot_name(variable: tf.Variable, slot: str) -> str:
@@ -108,13 +86,13 @@ class Optimizer(tf.Module):
                  global_clipnorm: Optional[float] = None, name: Optional[str] = None,
                  fused: bool = True):
         super().__init__(name=name or type(self).__name__.lower())
-        lr = check_float(learning_rate, "learning_rate")
-        self.fused = check_bool(fused, "fused")
+        lr = checks.check_real(learning_rate, "learning_rate", low=0)
+        self.fused = checks.check_bool(fused, "fused")
         if clipnorm is not None:
-            clipnorm = check_float(clipnorm, "clipnorm", low_inclusive=False)
+            clipnorm = checks.check_real(clipnorm, "clipnorm", low=0, low_open=True)
         if global_clipnorm is not None:
-            global_clipnorm = check_float(global_clipnorm, "global_clipnorm",
-                                          low_inclusive=False)
+            global_clipnorm = checks.check_real(global_clipnorm, "global_clipnorm", low=0,
+                                                low_open=True)
         if clipnorm is not None and global_clipnorm is not None:
             raise ValueError(f"only one of clipnorm and global_clipnorm can be set, got "
                              f"clipnorm={clipnorm!r}, global_clipnorm={global_clipnorm!r}")

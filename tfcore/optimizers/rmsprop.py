@@ -9,7 +9,8 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
-from tfcore.optimizers.optimizer import Number, Optimizer, check_bool, check_float
+from tfcore import checks
+from tfcore.optimizers.optimizer import Number, Optimizer
 
 
 def rmsprop_update(var: tf.Tensor, grad: tf.Tensor, velocity: tf.Tensor, lr: Number,
@@ -73,10 +74,10 @@ class RMSprop(Optimizer):
         super().__init__(learning_rate, clipnorm=clipnorm,
                          global_clipnorm=global_clipnorm, name=name or "rmsprop",
                          fused=False)
-        self.rho = check_float(rho, "rho", 0.0, 1.0, high_inclusive=False)
-        self.momentum = check_float(momentum, "momentum", 0.0, 1.0)
-        self.epsilon = check_float(epsilon, "epsilon", 0.0)
-        self.centered = check_bool(centered, "centered")
+        self.rho = checks.check_real(rho, "rho", low=0, high=1, high_open=True)
+        self.momentum = checks.check_real(momentum, "momentum", low=0, high=1)
+        self.epsilon = checks.check_real(epsilon, "epsilon", low=0)
+        self.centered = checks.check_bool(centered, "centered")
         self._velocities, self._momentums, self._average_gradients = [], [], []
 
     def build_slots(self, variables):

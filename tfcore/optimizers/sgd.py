@@ -8,7 +8,8 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
-from tfcore.optimizers.optimizer import Number, Optimizer, check_bool, check_float
+from tfcore import checks
+from tfcore.optimizers.optimizer import Number, Optimizer
 
 
 def sgd_update(var: tf.Tensor, grad: tf.Tensor, lr: Number, momentum: Number = 0.0,
@@ -62,8 +63,8 @@ class SGD(Optimizer):
         super().__init__(learning_rate, clipnorm=clipnorm,
                          global_clipnorm=global_clipnorm, name=name or "sgd",
                          fused=fused)
-        self.momentum = check_float(momentum, "momentum", 0.0, 1.0)
-        self.nesterov = check_bool(nesterov, "nesterov")
+        self.momentum = checks.check_real(momentum, "momentum", low=0, high=1)
+        self.nesterov = checks.check_bool(nesterov, "nesterov")
         self.momentums = []
 
     def build_slots(self, variables):
