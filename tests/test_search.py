@@ -15,10 +15,19 @@ import time
 import optuna
 import pytest
 import tensorflow as tf
+from absl import flags
 from optuna.trial import TrialState
 
 from tfcore import hparams as hp
-from train import search, search_lib
+from tfcore.training import binary, options
+from train import search_lib
+
+
+def _main(argv):
+    """The exit code of `python -m train.search` with `argv`, run in this process."""
+    return binary.run_in_process(search_lib.BINARY, search_lib.SearchConfig,
+                                 search_lib.search, argv, summary=search_lib.summary_line,
+                                 extra_args=True)
 
 # -- the space syntax ----------------------------------------------------------------
 
@@ -115,7 +124,8 @@ def test_trial_seeds_differ_and_repeat():
 
 def test_options_are_checked_and_become_flags():
     base = dict(binary="b", space=("x=1",), trials=2, metric="val_loss")
-    assert search_lib.SearchConfig(**base).validate() == []
+    config = search_lib.SearchConfig(**base)
+    assert config.validate() is config and config.selection_warnings() == []
     for bad, message in [(dict(trials=0), "--trials must be a positive integer"),
                          (dict(sampler="bayes"), "--sampler must be one of tpe"),
                          (dict(trials=None), "--sampler=tpe needs --trials"),
@@ -125,11 +135,11 @@ def test_options_are_checked_and_become_flags():
                          (dict(metric="test_loss"), "selects on the TEST set")]:
         with pytest.raises(ValueError, match=message):
             search_lib.SearchConfig(**dict(base, **bad)).validate()
-    fv = search.flags.FlagValues()
-    search.define_flags(fv)
+    fv = flags.FlagValues()
+    binary.define_flags(search_lib.SearchConfig, fv)
     fv(["search", "--binary=b", "--space=x=1", "--space=y=choice(1, 2)", "--trials=3",
         "--noallow_non_validation_metric", "--stop_grace=2.5"])
-    config = search.config_from_flags(fv)
+    config = options.from_flags(search_lib.SearchConfig, fv)
     assert config == search_lib.SearchConfig(
         binary="b", space=("x=1", "y=choice(1, 2)"), trials=3, stop_grace=2.5)
 
@@ -393,34 +403,34 @@ def test_validation_only_guard(fake, capsys):
                           (["--", "--val_size=0"], "disables the validation split"),
                           (["--val_size=0"], "--val_size=0 would train the trials"),
                           (["--space=val_size=int(0, 10)"], "can be 0")]:
-        assert search.main(base + args) == 2
+        assert _main(base + args) == 2
         err = capsys.readouterr().err
         assert err.startswith("train.search: error: ") and message in err
         assert err.count("\n") == 1  # one line, no traceback
     assert not os.path.exists(fake / "v")
-    assert search.main(base + ["--space=lr=uniform(0, 1)"]) == 2
+    assert _main(base + ["--space=lr=uniform(0, 1)"]) == 2
     assert "fake_trainer has no flag --lr" in capsys.readouterr().err
 
 
 def test_rerun_with_other_settings_is_refused(fake, capsys):
     base = ["search", "--binary=fake_trainer", "--space=learning_rate=uniform(0.05, 0.2)",
             f"--workdir={fake / 'r'}", "--metric=val_loss", "--mode=min", "--sampler=random"]
-    assert search.main(base + ["--trials=1", "--", "--epochs=1"]) == 0
+    assert _main(base + ["--trials=1", "--", "--epochs=1"]) == 0
     capsys.readouterr()
-    assert search.main(base + ["--trials=2", "--sampler=tpe", "--", "--epochs=2"]) == 2
+    assert _main(base + ["--trials=2", "--sampler=tpe", "--", "--epochs=2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "sampler: stored 'random', given 'tpe'" in err
     assert "extra_flags: stored ['--epochs=1', '--val_size=5000'], given ['--epochs=2'," in err
     assert len(_study(fake / "r").trials) == 1
-    assert search.main(base + ["--trials=2", "--", "--epochs=1"]) == 0  # more trials: on
+    assert _main(base + ["--trials=2", "--", "--epochs=1"]) == 0  # more trials: on
     assert len(_study(fake / "r").trials) == 2 and _calls(fake / "r") == ["0", "1"]
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("cmaes") is not None,
                     reason="the cmaes package is installed")
 def test_cmaes_without_its_package_is_one_line(fake, capsys):
-    assert search.main(["search", "--binary=fake_trainer", "--space=learning_rate=uniform"
+    assert _main(["search", "--binary=fake_trainer", "--space=learning_rate=uniform"
                         "(0.05, 0.2)", "--trials=1", "--metric=val_loss", "--sampler=cmaes",
                         f"--workdir={fake / 'c'}"]) == 2
     assert "--sampler=cmaes needs the cmaes package" in capsys.readouterr().err

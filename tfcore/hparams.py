@@ -57,6 +57,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import optuna
 
+from tfcore.checks import ArgumentError
+
 Value = Union[bool, int, float, str]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -197,12 +199,12 @@ def _split_args(text: str, where: str) -> List[str]:
         else:
             current.append(ch)
     if quote:
-        raise ValueError(f"{where}: unterminated quote {quote} in {text!r}")
+        raise ArgumentError(f"{where}: unterminated quote {quote} in {text!r}")
     parts.append("".join(current).strip())
     if len(parts) == 1 and not parts[0]:
         return []
     if any(not p for p in parts):
-        raise ValueError(f"{where}: empty value in {text!r}")
+        raise ArgumentError(f"{where}: empty value in {text!r}")
     return parts
 
 
@@ -223,7 +225,7 @@ def parse_value(text: str) -> Value:
 def _number(text: str, where: str, what: str) -> float:
     v = parse_value(text)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ValueError(f"{where}: {what} must be a finite number, got {text!r}")
+        raise ArgumentError(f"{where}: {what} must be a finite number, got {text!r}")
     return v
 
 
@@ -232,7 +234,7 @@ def _grid_points_arg(args: List[str], where: str) -> Optional[int]:
         return None
     v = parse_value(args[2])
     if isinstance(v, bool) or not isinstance(v, int) or v < 2:
-        raise ValueError(f"{where}: the number of grid points must be an integer >= 2, "
+        raise ArgumentError(f"{where}: the number of grid points must be an integer >= 2, "
                          f"got {args[2]!r}")
     return v
 
@@ -250,11 +252,11 @@ def parse_domain(text: str, where: str = "domain") -> Domain:
     """
     t = str(text).strip()
     if not t:
-        raise ValueError(f"{where}: empty domain")
+        raise ArgumentError(f"{where}: empty domain")
     m = _CALL_RE.match(t)
     if not m:
         if "(" in t or ")" in t:
-            raise ValueError(f"{where}: cannot parse domain {t!r}; expected e.g. "
+            raise ArgumentError(f"{where}: cannot parse domain {t!r}; expected e.g. "
                              f"uniform(0, 1), loguniform(1e-3, 1), int(1, 8), "
                              f"choice(a, b) or a single value")
         return _choice([parse_value(t)], where)
@@ -262,29 +264,29 @@ def parse_domain(text: str, where: str = "domain") -> Domain:
     args = _split_args(body, where)
     if func == "choice":
         if not args:
-            raise ValueError(f"{where}: choice() needs at least one value")
+            raise ArgumentError(f"{where}: choice() needs at least one value")
         return _choice([parse_value(a) for a in args], where)
     if func not in ("uniform", "loguniform", "int", "randint"):
-        raise ValueError(f"{where}: unknown domain {func!r}; expected uniform, "
+        raise ArgumentError(f"{where}: unknown domain {func!r}; expected uniform, "
                          f"loguniform, int or choice")
     if len(args) not in (2, 3):
-        raise ValueError(f"{where}: {func}() takes (low, high[, grid_points]), got "
+        raise ArgumentError(f"{where}: {func}() takes (low, high[, grid_points]), got "
                          f"{len(args)} argument(s) in {t!r}")
     points = _grid_points_arg(args, where)
     if func in ("int", "randint"):
         low, high = (parse_value(a) for a in args[:2])
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
-            raise ValueError(f"{where}: int() bounds must be integers, got {t!r}")
+            raise ArgumentError(f"{where}: int() bounds must be integers, got {t!r}")
         if low > high:
-            raise ValueError(f"{where}: int() needs low <= high, got {t!r}")
+            raise ArgumentError(f"{where}: int() needs low <= high, got {t!r}")
         return IntUniform(int(low), int(high), points)
     low = float(_number(args[0], where, f"{func}() low"))
     high = float(_number(args[1], where, f"{func}() high"))
     if not low < high:
-        raise ValueError(f"{where}: {func}() needs low < high, got {t!r}")
+        raise ArgumentError(f"{where}: {func}() needs low < high, got {t!r}")
     if func == "loguniform":
         if low <= 0:
-            raise ValueError(f"{where}: loguniform() needs low > 0, got {t!r}")
+            raise ArgumentError(f"{where}: loguniform() needs low > 0, got {t!r}")
         return LogUniform(low, high, points)
     return Uniform(low, high, points)
 
@@ -292,12 +294,12 @@ def parse_domain(text: str, where: str = "domain") -> Domain:
 def _choice(values: Sequence[Value], where: str) -> Choice:
     kinds = {_value_kind(v) for v in values}
     if len(kinds) > 1:
-        raise ValueError(f"{where}: choice values must all be bools, all numbers or all "
+        raise ArgumentError(f"{where}: choice values must all be bools, all numbers or all "
                          f"strings, got {[format_value(v) for v in values]}")
     seen = []
     for v in values:
         if any(v == s and type(v) is type(s) for s in seen):  # noqa: E721
-            raise ValueError(f"{where}: duplicate choice value {format_value(v)!r}")
+            raise ArgumentError(f"{where}: duplicate choice value {format_value(v)!r}")
         seen.append(v)
     return Choice(tuple(values))
 
@@ -307,7 +309,7 @@ def _check_name(name: str, where: str) -> str:
     if name.startswith("--"):
         name = name[2:]
     if not _NAME_RE.match(name):
-        raise ValueError(f"{where}: {name!r} is not a valid flag name")
+        raise ArgumentError(f"{where}: {name!r} is not a valid flag name")
     return name
 
 
@@ -315,7 +317,7 @@ def parse_space_entry(entry: str) -> Tuple[str, Domain]:
     """'learning_rate=loguniform(0.01, 1)' -> ('learning_rate', LogUniform(0.01, 1))."""
     where = f"--space entry {entry!r}"
     if "=" not in str(entry):
-        raise ValueError(f"{where}: expected name=domain, e.g. "
+        raise ArgumentError(f"{where}: expected name=domain, e.g. "
                          f"'learning_rate=loguniform(0.01, 1.0)'")
     name, domain = str(entry).split("=", 1)
     return _check_name(name, where), parse_domain(domain, where)
@@ -323,7 +325,7 @@ def parse_space_entry(entry: str) -> Tuple[str, Domain]:
 
 def _add(space: Space, name: str, domain: Domain, where: str) -> None:
     if name in space:
-        raise ValueError(f"{where}: flag {name!r} is given more than once")
+        raise ArgumentError(f"{where}: flag {name!r} is given more than once")
     space[name] = domain
 
 
@@ -348,7 +350,7 @@ def parse_space_text(text: str, source: str = "space file") -> Space:
         try:
             obj = json.loads(stripped)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{source}: invalid JSON: {e}") from None
+            raise ArgumentError(f"{source}: invalid JSON: {e}") from None
         for name, spec in obj.items():
             where = f"{source}: entry {name!r}"
             flag = _check_name(str(name), where)
@@ -356,15 +358,15 @@ def parse_space_text(text: str, source: str = "space file") -> Space:
                 domain = parse_domain(spec, where)
             elif isinstance(spec, list):
                 if not spec:
-                    raise ValueError(f"{where}: empty list of choices")
+                    raise ArgumentError(f"{where}: empty list of choices")
                 if not all(isinstance(v, (bool, int, float, str)) for v in spec):
-                    raise ValueError(f"{where}: choices must be bools, numbers or "
+                    raise ArgumentError(f"{where}: choices must be bools, numbers or "
                                      f"strings, got {spec!r}")
                 domain = _choice(spec, where)
             elif isinstance(spec, (bool, int, float)):
                 domain = _choice([spec], where)
             else:
-                raise ValueError(f"{where}: expected a domain string, a list of choices "
+                raise ArgumentError(f"{where}: expected a domain string, a list of choices "
                                  f"or a value, got {spec!r}")
             _add(space, flag, domain, where)
         return space
@@ -376,7 +378,7 @@ def parse_space_text(text: str, source: str = "space file") -> Space:
         try:
             name, domain = parse_space_entry(line)
         except ValueError as e:
-            raise ValueError(str(e).replace(f"--space entry {line!r}", where)) from None
+            raise ArgumentError(str(e).replace(f"--space entry {line!r}", where)) from None
         _add(space, name, domain, where)
     return space
 
@@ -398,7 +400,7 @@ def _strip_comment(line: str) -> str:
 def parse_space_file(path: str) -> Space:
     """Reads `parse_space_text` from a file; a missing file raises ValueError."""
     if not os.path.isfile(path):
-        raise ValueError(f"--space_file {path!r} does not exist")
+        raise ArgumentError(f"--space_file {path!r} does not exist")
     with open(path, "r", encoding="utf-8") as f:
         return parse_space_text(f.read(), f"--space_file {path!r}")
 
@@ -424,7 +426,7 @@ def grid_values(space: Space, grid_points: int = 3) -> Dict[str, List[Value]]:
     domain's own third argument) points of a range: linspace for uniform / int,
     geomspace for loguniform. The grid is their cartesian product."""
     if not isinstance(grid_points, int) or grid_points < 2:
-        raise ValueError(f"--grid_points must be an integer >= 2, got {grid_points!r}")
+        raise ArgumentError(f"--grid_points must be an integer >= 2, got {grid_points!r}")
     return {name: domain.grid(grid_points) for name, domain in space.items()}
 
 
@@ -444,19 +446,19 @@ def check_against_flags(space: Space, binary_flags: Mapping[str, str],
     """
     for name, domain in space.items():
         if name not in binary_flags:
-            raise ValueError(f"search space entry {name!r}: {binary} has no flag "
+            raise ArgumentError(f"search space entry {name!r}: {binary} has no flag "
                              f"--{name}")
         ftype = binary_flags[name]
         kind = domain.kind()
         if ftype == "bool" and kind != "bool":
-            raise ValueError(f"search space entry {name!r}: --{name} is a boolean flag "
+            raise ArgumentError(f"search space entry {name!r}: --{name} is a boolean flag "
                              f"of {binary}; use choice(true, false), got "
                              f"{domain.describe()}")
         if ftype in ("int", "float") and kind != "number":
-            raise ValueError(f"search space entry {name!r}: --{name} is a {ftype} flag "
+            raise ArgumentError(f"search space entry {name!r}: --{name} is a {ftype} flag "
                              f"of {binary}, got {domain.describe()}")
         if ftype == "int" and isinstance(domain, (Uniform, LogUniform)):
-            raise ValueError(f"search space entry {name!r}: --{name} is an int flag of "
+            raise ArgumentError(f"search space entry {name!r}: --{name} is an int flag of "
                              f"{binary}; use int(low, high) or choice(...), got "
                              f"{domain.describe()}")
 
@@ -477,7 +479,7 @@ def _flag_names(args: Sequence[str]) -> Dict[str, Optional[str]]:
     out: Dict[str, Optional[str]] = {}
     for a in args:
         if not a.startswith("--") or len(a) < 3:
-            raise ValueError(f"extra flag (after --) {a!r}: expected --name=value or "
+            raise ArgumentError(f"extra flag (after --) {a!r}: expected --name=value or "
                              f"--name")
         name, _, value = a[2:].partition("=")
         out[name] = value if "=" in a else None
@@ -493,12 +495,12 @@ def binary_flags(binary: str, env: Optional[Mapping[str, str]] = None
                               capture_output=True, text=True, timeout=300,
                               env=dict(env) if env is not None else None)
     except subprocess.TimeoutExpired:
-        raise ValueError(f"--binary={binary}: --helpxml did not answer in 300 s") from None
+        raise ArgumentError(f"--binary={binary}: --helpxml did not answer in 300 s") from None
     start = proc.stdout.find("<?xml")
     if start < 0:
         lines = [s for s in (proc.stderr or proc.stdout).splitlines() if s.strip()]
         if proc.returncode != 0:
-            raise ValueError(f"--binary={binary} cannot be run (exit code "
+            raise ArgumentError(f"--binary={binary} cannot be run (exit code "
                              f"{proc.returncode}): {lines[-1] if lines else ''}")
         return None
     try:
@@ -526,10 +528,10 @@ def trial_flags(binary: str, space: Space, extra_flags: Sequence[str], val_flag:
     for source, names in (("extra flag --workdir", given),
                           ("search space entry 'workdir'", space)):
         if "workdir" in names:
-            raise ValueError(f"{source}: the search sets each trial's --workdir itself")
+            raise ArgumentError(f"{source}: the search sets each trial's --workdir itself")
     both = sorted(set(given) & set(space))
     if both:
-        raise ValueError(f"flag(s) {', '.join('--' + b for b in both)} given both in "
+        raise ArgumentError(f"flag(s) {', '.join('--' + b for b in both)} given both in "
                          f"the search space and after --")
     known = binary_flags(binary, env)
     if known is not None:
@@ -537,7 +539,7 @@ def trial_flags(binary: str, space: Space, extra_flags: Sequence[str], val_flag:
         unknown = [n for n in given if n not in known
                    and not (n.startswith("no") and n[2:] in known)]
         if unknown:
-            raise ValueError(f"extra flag(s) {', '.join('--' + n for n in unknown)}: "
+            raise ArgumentError(f"extra flag(s) {', '.join('--' + n for n in unknown)}: "
                              f"not flags of {binary}")
     extra = list(extra_flags)
     if not val_flag:
@@ -546,12 +548,12 @@ def trial_flags(binary: str, space: Space, extra_flags: Sequence[str], val_flag:
     if val_flag in space:
         domain = space[val_flag]
         if 0 in (domain.values if isinstance(domain, Choice) else (domain.low,)):
-            raise ValueError(f"search space entry {val_flag!r} can be 0, which disables "
+            raise ArgumentError(f"search space entry {val_flag!r} can be 0, which disables "
                              f"the validation split; selection needs held-out data")
         return extra, []
     if val_flag in given:
         if (given[val_flag] or "").strip() in ("0", "0.0"):
-            raise ValueError(f"extra flag --{val_flag}={given[val_flag]} disables the "
+            raise ArgumentError(f"extra flag --{val_flag}={given[val_flag]} disables the "
                              f"validation split: selecting on it would have no held-out "
                              f"data")
         return extra, []
@@ -559,7 +561,7 @@ def trial_flags(binary: str, space: Space, extra_flags: Sequence[str], val_flag:
         return extra, [f"{binary} has no --{val_flag} flag (or lists no flags): make "
                        f"sure its val_* metrics come from data held out of training."]
     if val_size == 0:
-        raise ValueError(f"--val_size=0 would train the trials of {binary} without a "
+        raise ArgumentError(f"--val_size=0 would train the trials of {binary} without a "
                          f"validation split; selection needs held-out data")
     return extra + [f"--{val_flag}={val_size}"], []
 
@@ -627,14 +629,14 @@ def make_sampler(name: str, space: Space, seed: int = 0, grid_points: int = 3,
       ValueError: an unknown name, or 'cmaes' without the `cmaes` package.
     """
     if name not in SAMPLERS:
-        raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+        raise ArgumentError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
     if name == "grid":
         return GridSampler(grid_values(space, grid_points), seed=seed)
     if name == "cmaes":
         try:
             import cmaes  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
         except ImportError:
-            raise ValueError("--sampler=cmaes needs the cmaes package (pip install "
+            raise ArgumentError("--sampler=cmaes needs the cmaes package (pip install "
                              "cmaes)") from None
 
     def make(s: int) -> optuna.samplers.BaseSampler:
@@ -661,7 +663,7 @@ def make_pruner(name: str, startup_trials: int = 5,
         return optuna.pruners.HyperbandPruner(min_resource=1)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
+    raise ArgumentError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
 
 
 # -- a trial's metrics.json ---------------------------------------------------------
@@ -750,10 +752,10 @@ def check_selection_metric(metric: str, allow_non_validation: bool = False) -> L
     """
     m = str(metric).strip()
     if not m:
-        raise ValueError("--metric must name a metric of the binary's metrics.json, "
+        raise ArgumentError("--metric must name a metric of the binary's metrics.json, "
                          "e.g. val_accuracy")
     if m.lower().startswith("test"):
-        raise ValueError(
+        raise ArgumentError(
             f"--metric={m!r} selects on the TEST set: choosing hyperparameters by test "
             f"performance leaks the test set into the model and makes the reported test "
             f"score optimistic. Select on a validation split instead (e.g. "
@@ -761,7 +763,7 @@ def check_selection_metric(metric: str, allow_non_validation: bool = False) -> L
             f"at test metrics only for the final, chosen trial.")
     if not m.lower().startswith("val_"):
         if not allow_non_validation:
-            raise ValueError(
+            raise ArgumentError(
                 f"--metric={m!r} is not a validation metric (no 'val_' prefix). "
                 f"Select on held-out data (e.g. --metric=val_accuracy), or pass "
                 f"--allow_non_validation_metric if you really mean to select on "
@@ -828,7 +830,7 @@ def write_trial_hparams(logdir: str, values: Mapping[str, Value],
     from tensorboard.plugins.hparams import api, api_pb2
     from tensorboard.plugins.hparams import summary as hp_summary
     if status not in HPARAMS_STATUS:
-        raise ValueError(f"status must be one of {', '.join(HPARAMS_STATUS)}, got "
+        raise ArgumentError(f"status must be one of {', '.join(HPARAMS_STATUS)}, got "
                          f"{status!r}")
     writer = _fresh_writer(logdir)
     with writer.as_default():

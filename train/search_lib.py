@@ -23,6 +23,7 @@ queues them again. Design and measurements: docs/search.md.
 from __future__ import annotations
 
 import contextlib
+import json
 import dataclasses
 import os
 import shutil
@@ -32,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-import typing
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import optuna
@@ -41,74 +41,74 @@ from optuna.trial import TrialState
 from tfcore import checks
 from tfcore import hparams as hp
 from tfcore.training import metrics_io
+from tfcore.training.options import Options, option
+from tfcore.training.run import check_writable
 from train import search_report
 
+BINARY = "train.search"
 STDERR_TAIL_CHARS = 2000
 MAX_RETRIES = 3  # of a trial whose search process died
 
 
-def _option(default: Any, help: str, **meta: Any) -> Any:  # noqa: A002
-    return dataclasses.field(default=default, metadata={"help": help, **meta})
-
-
 @dataclasses.dataclass
-class SearchConfig:
-    """The search's options: a field's default, help and bounds (`metadata`) are its
-    only declaration (`train/search.py` makes the flags from them)."""
-    binary: Optional[str] = _option(None, "Module of the binary to tune, e.g. "
+class SearchConfig(Options):
+    """The search's options, each declared once (`tfcore.training.options`): the flags
+    of `train.search` are generated from them."""
+    binary: Optional[str] = option(None, "Module of the binary to tune, e.g. "
                                     "train.autoencoder.")
-    space: Tuple[str, ...] = _option((), "name=domain, repeatable: uniform(lo, hi), "
+    space: Tuple[str, ...] = option((), "name=domain, repeatable: uniform(lo, hi), "
                                      "loguniform(lo, hi), int(lo, hi), choice(a, ...), "
                                      "or a value.", multi=True)
-    space_file: Optional[str] = _option(None, "A JSON object or name=domain lines.")
-    trials: Optional[int] = _option(None, "Finished trials the study should hold "
+    space_file: Optional[str] = option(None, "A JSON object or name=domain lines.")
+    trials: Optional[int] = option(None, "Finished trials the study should hold "
                                     "(grid: default the whole grid).", low=1)
-    sampler: str = _option("tpe", "Optuna sampler.", choices=hp.SAMPLERS)
-    seed: int = _option(0, "Sampler seed (trial i draws from (seed, i)).", low=0)
-    startup_trials: int = _option(10, "tpe/cmaes: random trials first.", low=0)
-    grid_points: int = _option(3, "grid: points per continuous range.", low=2)
-    pruner: str = _option("median", "Optuna pruner.", choices=hp.PRUNERS)
-    prune_startup_trials: int = _option(5, "median: trials before any pruning.", low=0)
-    prune_warmup_epochs: int = _option(0, "median: epochs before a trial can be "
+    sampler: str = option("tpe", "Optuna sampler.", choices=hp.SAMPLERS)
+    seed: int = option(0, "Sampler seed (trial i draws from (seed, i)).", low=0)
+    startup_trials: int = option(10, "tpe/cmaes: random trials first.", low=0)
+    grid_points: int = option(3, "grid: points per continuous range.", low=2)
+    pruner: str = option("median", "Optuna pruner.", choices=hp.PRUNERS)
+    prune_startup_trials: int = option(5, "median: trials before any pruning.", low=0)
+    prune_warmup_epochs: int = option(0, "median: epochs before a trial can be "
                                        "pruned.", low=0)
-    metric: str = _option("val_accuracy", "Selection metric (a val_ metric).")
-    mode: str = _option("max", "Maximise or minimise --metric.", choices=("max", "min"))
-    allow_non_validation_metric: bool = _option(False, "Allow a --metric without the "
+    metric: str = option("val_accuracy", "Selection metric (a val_ metric).")
+    mode: str = option("max", "Maximise or minimise --metric.", choices=("max", "min"))
+    allow_non_validation_metric: bool = option(False, "Allow a --metric without the "
                                                 "val_ prefix (never test*).")
-    val_flag: str = _option("val_size", "The binary's validation-split flag.")
-    val_size: int = _option(5000, "--<val_flag> of every trial unless set after -- or "
+    val_flag: str = option("val_size", "The binary's validation-split flag.")
+    val_size: int = option(5000, "--<val_flag> of every trial unless set after -- or "
                             "in the space.", low=0)
-    workers: int = _option(1, "Trials this process runs at once.", low=1)
-    storage: Optional[str] = _option(None, "SQLAlchemy URL of the study (default "
+    workers: int = option(1, "Trials this process runs at once.", low=1)
+    storage: Optional[str] = option(None, "SQLAlchemy URL of the study (default "
                                      "sqlite:///<workdir>/study.db).")
-    study_name: str = _option("search", "Name of the study in --storage.")
-    trial_timeout: Optional[float] = _option(None, "Seconds before a trial is stopped "
+    study_name: str = option("search", "Name of the study in --storage.")
+    trial_timeout: Optional[float] = option(None, "Seconds before a trial is stopped "
                                              "(failed).", low=0, low_open=True)
-    stop_grace: float = _option(30.0, "Seconds from SIGTERM to SIGKILL.", low=0)
-    heartbeat_interval: int = _option(30, "Seconds between heartbeats.", low=1)
-    grace_period: int = _option(120, "Seconds without a heartbeat before a running "
+    stop_grace: float = option(30.0, "Seconds from SIGTERM to SIGKILL.", low=0)
+    heartbeat_interval: int = option(30, "Seconds between heartbeats.", low=1)
+    grace_period: int = option(120, "Seconds without a heartbeat before a running "
                                 "trial counts as dead.", low=1)
-    poll_interval: float = _option(1.0, "Seconds between reads of metrics.json.",
+    poll_interval: float = option(1.0, "Seconds between reads of metrics.json.",
                                    low=0, low_open=True)
 
-    def validate(self) -> List[str]:
-        """Checks each option, then the rules across options; returns warnings.
-        Raises ValueError naming the option (`--trials`) and quoting the value."""
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            _check_option(f"--{f.name}", getattr(self, f.name), hints[f.name],
-                          f.metadata)
+    def validate(self) -> "SearchConfig":
+        """The rules across options; raises ArgumentError naming the options."""
         if not self.binary or not all(p.isidentifier() for p in self.binary.split(".")):
-            raise ValueError(f"--binary must be a Python module path like train.vat, "
+            raise checks.ArgumentError(f"--binary must be a Python module path like train.vat, "
                              f"got {self.binary!r}")
         if self.trials is None and self.sampler != "grid":
-            raise ValueError(f"--sampler={self.sampler} needs --trials")
+            raise checks.ArgumentError(f"--sampler={self.sampler} needs --trials")
         if self.grace_period <= self.heartbeat_interval + self.stop_grace:
-            raise ValueError(f"--grace_period={self.grace_period} must exceed "
+            raise checks.ArgumentError(f"--grace_period={self.grace_period} must exceed "
                              f"--heartbeat_interval + --stop_grace "
                              f"({self.heartbeat_interval} + {self.stop_grace:g} s): "
                              f"live trials would be taken for dead ones")
         checks.check_name(self.study_name, "--study_name")
+        self.selection_warnings()  # a test* metric is refused
+        return self
+
+    def selection_warnings(self) -> List[str]:
+        """Warnings about --metric (a metric without val_ allowed by the flag); a
+        test* metric raises (`tfcore.hparams.check_selection_metric`)."""
         return hp.check_selection_metric(self.metric, self.allow_non_validation_metric)
 
     def parsed_space(self) -> hp.Space:
@@ -117,31 +117,9 @@ class SearchConfig:
         if self.space_file:
             space = hp.merge_spaces(space, hp.parse_space_file(self.space_file))
         if not space:
-            raise ValueError("the search space is empty: give at least one --space "
+            raise checks.ArgumentError("the search space is empty: give at least one --space "
                              "entry or a --space_file")
         return space
-
-
-def _check_option(name: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> None:
-    """One option against its type and metadata (`tfcore.checks`, under `name`)."""
-    inner = [a for a in typing.get_args(hint) if a is not type(None)]
-    if value is None and len(inner) < len(typing.get_args(hint)):  # Optional[...]
-        return
-    base = inner[0] if typing.get_origin(hint) is typing.Union else hint
-    if base is bool:
-        checks.check_bool(value, name)
-    elif base is int:
-        checks.check_int(value, name, low=meta.get("low"), high=meta.get("high"))
-    elif base is float:
-        checks.check_real(value, name, low=meta.get("low"), high=meta.get("high"),
-                          low_open=meta.get("low_open", False))
-    elif meta.get("choices"):
-        checks.check_choice(value, name, meta["choices"])
-    elif meta.get("multi"):
-        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{name} must be a list of strings, got {value!r}")
-    elif not isinstance(value, str):
-        raise ValueError(f"{name} must be a string, got {value!r}")
 
 
 # -- one trial ----------------------------------------------------------------------
@@ -220,7 +198,8 @@ def _watch(s: _Search, trial: optuna.Trial, proc: subprocess.Popen, trial_dir: s
         if time.monotonic() - beat >= c.heartbeat_interval:
             s.storage.record_heartbeat(trial._trial_id)  # pylint: disable=protected-access
             beat = time.monotonic()
-        s.stop.wait(c.poll_interval)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(c.poll_interval)  # returns at once when the trial exits
 
 
 def run_trial(s: _Search, trial: optuna.Trial, params: Mapping[str, hp.Value]
@@ -353,8 +332,10 @@ def run_search(config: SearchConfig, workdir: str, extra_flags: Sequence[str] = 
       KeyboardInterrupt: after the running trials were stopped and queued again.
     """
     if not workdir:
-        raise ValueError("--workdir is required")
-    for warning in config.validate():
+        raise checks.ArgumentError("--workdir is required")
+    config.validate()
+    check_writable(workdir)
+    for warning in config.selection_warnings():
         log(warning)
     space = config.parsed_space()
     extra, warnings_ = hp.trial_flags(config.binary, space, extra_flags, config.val_flag,
@@ -395,3 +376,20 @@ def run_search(config: SearchConfig, workdir: str, extra_flags: Sequence[str] = 
     if s.errors:
         raise s.errors[0]
     return search_report.write_all(study, workdir, space, config.metric, log)
+
+
+def search(config: SearchConfig, workdir: str, extra_flags: Sequence[str] = ()
+           ) -> Dict[str, Any]:
+    """`run_search` for the binary: raises `binary.NoResult` (exit 1) when the study
+    holds no complete trial."""
+    from tfcore.training.binary import NoResult  # pylint: disable=import-outside-toplevel
+    summary = run_search(config, workdir, extra_flags)
+    if not summary.get("best"):
+        raise NoResult(f"no complete trial in the study {config.study_name!r} "
+                       f"(results in {workdir})")
+    return summary
+
+
+def summary_line(summary: Mapping[str, Any]) -> str:
+    """The best trial, one JSON line."""
+    return json.dumps({"best": summary["best"]})

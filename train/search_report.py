@@ -31,6 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tfcore import hparams as hp
+from tfcore.checks import ArgumentError
 from tfcore.training import metrics_io
 
 PLOTS = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png")
@@ -70,7 +71,7 @@ class StudyLock:
         try:
             u = sqlalchemy.engine.make_url(url)
         except sqlalchemy.exc.ArgumentError as e:
-            raise ValueError(f"--storage={url}: {_first_line(e)}") from None
+            raise ArgumentError(f"--storage={url}: {_first_line(e)}") from None
         sqlite_file = (u.get_backend_name() == "sqlite"
                        and u.database not in (None, "", ":memory:"))
         self.path = u.database + ".lock" if sqlite_file else None
@@ -110,10 +111,10 @@ def open_storage(url: str, lock: StudyLock, heartbeat_interval: int, grace_perio
                     RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
             if attempt == 4:
-                raise ValueError(f"--storage={mask_url(url)}: {_first_line(e)}") from None
+                raise ArgumentError(f"--storage={mask_url(url)}: {_first_line(e)}") from None
             time.sleep(0.5 * (attempt + 1))
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError) as e:
-            raise ValueError(f"--storage={mask_url(url)} cannot be opened: "
+            raise ArgumentError(f"--storage={mask_url(url)} cannot be opened: "
                              f"{_first_line(e)}") from None
     raise AssertionError("unreachable")
 
@@ -150,7 +151,7 @@ def open_study(storage: optuna.storages.RDBStorage, study_name: str, mode: str,
         stored = study.user_attrs
         if "binary" not in stored:
             if study.trials:
-                raise ValueError(f"{where} has trials but was not made by train.search; "
+                raise ArgumentError(f"{where} has trials but was not made by train.search; "
                                  f"use another --study_name")
             for key, value in settings.items():
                 study.set_user_attr(key, value)
@@ -160,7 +161,7 @@ def open_study(storage: optuna.storages.RDBStorage, study_name: str, mode: str,
     diffs += [f"{k}: stored {stored[k]!r}, given none" for k in stored
               if k not in settings]
     if diffs:
-        raise ValueError(f"{where} was made with other settings ({'; '.join(diffs)}); "
+        raise ArgumentError(f"{where} was made with other settings ({'; '.join(diffs)}); "
                          f"rerun with the stored ones, or use another --study_name or "
                          f"--workdir")
     return study

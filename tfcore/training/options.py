@@ -17,7 +17,8 @@ may change when a run is resumed. Everything else is generated from that one pla
 
 * Types come from the annotations: `bool`, `int`, `float`, `str` (an enum-like string
   with `choices`), `Optional[...]` of those (None allowed: "take the default of the
-  preset / model"), `Tuple[str, ...]` (a comma-separated list flag).
+  preset / model"), `Tuple[str, ...]` (a comma-separated list flag, or with
+  `multi=True` a repeated one).
 * Single-value checks run when a configuration is constructed (`__post_init__`),
   whether from flags or in code, with `tfcore.checks` under the flag's name
   (`--eps must be a finite number >= 0, got -1.0`). absl only parses the type.
@@ -52,7 +53,7 @@ _META = "tfcore_option"
 def option(default: Any, help: str, *, low: Optional[float] = None,  # noqa: A002
            high: Optional[float] = None, low_open: bool = False, high_open: bool = False,
            choices: Optional[Sequence[Any]] = None, is_dir: bool = False,
-           resume: str = "same") -> Any:
+           multi: bool = False, resume: str = "same") -> Any:
     """A dataclass field declaring one option (see the module docstring).
 
     Args:
@@ -61,12 +62,14 @@ def option(default: Any, help: str, *, low: Optional[float] = None,  # noqa: A00
       low, high, low_open, high_open: bounds of an int / float option.
       choices: the allowed values of a str option.
       is_dir: a str option naming an existing directory.
+      multi: a `Tuple[str, ...]` option given by repeating the flag (`--x=a --x=b`)
+        instead of one comma-separated list (for values that hold commas).
       resume: 'same', 'free' or 'opt_in' (what `--resume` may change).
     """
     checks.check_choice(resume, "resume", RESUME_RULES)
     meta = {"help": help, "low": low, "high": high, "low_open": low_open,
             "high_open": high_open, "choices": tuple(choices) if choices else None,
-            "is_dir": is_dir, "resume": resume}
+            "is_dir": is_dir, "multi": multi, "resume": resume}
     return dataclasses.field(default=default, metadata={_META: meta})
 
 
@@ -160,12 +163,11 @@ def _help(meta: Dict[str, Any]) -> str:
     return text
 
 
-def define_flags(cls: Type[Options], flag_values: flags.FlagValues = flags.FLAGS,
-                 extra: Sequence[str] = ()) -> None:
+def define_flags(cls: Type[Options], flag_values: flags.FlagValues = flags.FLAGS
+                 ) -> None:
     """Defines one absl flag per option of `cls` on `flag_values` (types only: the
     checks run when `from_flags` builds the configuration). Already defined flags
     (a second call) are left alone."""
-    del extra
     fv = {"flag_values": flag_values}
     for name, typ, _, meta, default in declared(cls):
         if name in flag_values:
@@ -177,8 +179,9 @@ def define_flags(cls: Type[Options], flag_values: flags.FlagValues = flags.FLAGS
         elif typ is float:
             flags.DEFINE_float(name, default, _help(meta), **fv)
         elif typ is tuple:
-            flags.DEFINE_list(name, list(default) if default is not None else None,
-                              _help(meta), **fv)
+            define = flags.DEFINE_multi_string if meta["multi"] else flags.DEFINE_list
+            define(name, list(default) if default is not None else None, _help(meta),
+                   **fv)
         else:
             flags.DEFINE_string(name, default, _help(meta), **fv)
 
