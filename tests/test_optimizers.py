@@ -163,14 +163,39 @@ def test_keras2_legacy_rmsprop_without_momentum():
     assert abs(results["ours"][1] - results["legacy"][1]) > 1e-4 * abs(results["ours"][1])
 
 
+@pytest.mark.parametrize("centered", [False, True])
+def test_epsilon_outside_sqrt_is_keras2_legacy_rmsprop(centered):
+    """RMSprop(epsilon_outside_sqrt=True) against tf_keras's legacy RMSprop (no
+    momentum), 20 steps on a quadratic with small gradients, where eps's place shows."""
+    tf_keras = pytest.importorskip("tf_keras")
+    rng = np.random.RandomState(3)
+    init = rng.normal(0, 1e-3, (4, 3)).astype(np.float32)
+    target = rng.normal(0, 1e-3, (4, 3)).astype(np.float32)
+    kwargs = dict(learning_rate=0.01, rho=0.9, epsilon=1e-6, centered=centered)
+    runs = {}
+    for name, opt in (("legacy", tf_keras.optimizers.legacy.RMSprop(**kwargs)),
+                      ("outside", RMSprop(**kwargs, epsilon_outside_sqrt=True)),
+                      ("inside", RMSprop(**kwargs))):
+        var = tf.Variable(init)
+        for _ in range(20):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(var - target))
+            opt.apply_gradients([(tape.gradient(loss, var), var)])
+        runs[name] = var.numpy()
+    np.testing.assert_allclose(runs["outside"], runs["legacy"], rtol=1e-5, atol=1e-8)
+    assert np.abs(runs["inside"] - runs["legacy"]).max() > 1e-2 * np.abs(init).max()
+
+
 # --- defaults and validation --------------------------------------------------------
 @pytest.mark.parametrize("name", ["SGD", "Adam", "Adadelta", "RMSprop"])
 def test_constructor_defaults_match_keras(name):
-    # `fused` (TensorFlow's fused training ops) is tfcore's own, last argument.
+    # tfcore's own arguments come last: `fused` (TensorFlow's fused training ops),
+    # RMSprop's `epsilon_outside_sqrt` (Keras 2's legacy RMSprop), both off Keras's path.
     params = inspect.signature(getattr(optimizers, name)).parameters
-    if name != "RMSprop":
-        assert list(params)[-1] == "fused" and params["fused"].default is True
-    ours = {a: p for a, p in params.items() if a != "fused"}
+    own = "epsilon_outside_sqrt" if name == "RMSprop" else "fused"
+    assert list(params)[-1] == own
+    assert params[own].default is (own == "fused")
+    ours = {a: p for a, p in params.items() if a != own}
     theirs = inspect.signature(getattr(keras.optimizers, name)).parameters
     for arg, p in ours.items():
         assert arg in theirs, arg
@@ -190,6 +215,7 @@ def test_constructor_defaults_match_keras(name):
     (lambda: Adadelta(rho=2.0), "rho.*2.0"),
     (lambda: RMSprop(centered=1), "centered.*1"),
     (lambda: RMSprop(momentum=-0.1), "momentum.*-0.1"),
+    (lambda: RMSprop(epsilon_outside_sqrt="yes"), "epsilon_outside_sqrt.*'yes'"),
     (lambda: Adam(clipnorm=1.0, global_clipnorm=1.0), "only one of"),
     (lambda: Adam(clipnorm=0.0), "clipnorm.*0.0"),
 ])
