@@ -183,6 +183,31 @@ def _replicas() -> int:
     return 1 if ctx is None else int(ctx.num_replicas_in_sync)
 
 
+def _check_step_args(model, optimizer, *, vat, entmin, shared_dropout_mask, xi, eps,
+                     vat_weight, power_iterations, translate, hvp) -> str:
+    """`make_train_step`'s argument checks (ValueError naming the argument); returns hvp."""
+    if not callable(model) or not hasattr(model, "trainable_variables"):
+        raise ValueError(f"model must be a callable module with trainable_variables, "
+                         f"got {model!r}")
+    if not hasattr(optimizer, "apply_gradients"):
+        raise ValueError(f"optimizer must have apply_gradients, got {optimizer!r}")
+    for what, v in (("vat", vat), ("entmin", entmin),
+                    ("shared_dropout_mask", shared_dropout_mask)):
+        if not isinstance(v, bool):
+            raise ValueError(f"{what} must be a bool, got {v!r}")
+    _check_number(xi, "xi", allow_zero=False)
+    _check_number(eps, "eps", allow_zero=True)
+    _check_number(vat_weight, "vat_weight", allow_zero=True)
+    if (isinstance(power_iterations, bool) or not isinstance(power_iterations, int)
+            or power_iterations < 0):
+        raise ValueError(f"power_iterations must be an integer >= 0, got "
+                         f"{power_iterations!r}")
+    if isinstance(translate, bool) or not isinstance(translate, int) or translate < 0:
+        raise ValueError(f"translate must be an integer >= 0 (pixels), got {translate!r}")
+    return check_choice(hvp, "hvp", vat_lib.HVP_METHODS)
+
+
+
 def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float = 10.0,
                     eps: float = 1.0, power_iterations: int = 1,
                     hvp: str = "finite_difference", vat_weight: float = 1.0,
@@ -231,25 +256,11 @@ def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float =
     Raises:
       ValueError: a bad hyperparameter (named in the message).
     """
-    if not callable(model) or not hasattr(model, "trainable_variables"):
-        raise ValueError(f"model must be a callable module with trainable_variables, "
-                         f"got {model!r}")
-    if not hasattr(optimizer, "apply_gradients"):
-        raise ValueError(f"optimizer must have apply_gradients, got {optimizer!r}")
-    for what, v in (("vat", vat), ("entmin", entmin),
-                    ("shared_dropout_mask", shared_dropout_mask)):
-        if not isinstance(v, bool):
-            raise ValueError(f"{what} must be a bool, got {v!r}")
-    xi = _check_number(xi, "xi", allow_zero=False)
-    eps = _check_number(eps, "eps", allow_zero=True)
-    vat_weight = _check_number(vat_weight, "vat_weight", allow_zero=True)
-    if (isinstance(power_iterations, bool) or not isinstance(power_iterations, int)
-            or power_iterations < 0):
-        raise ValueError(f"power_iterations must be an integer >= 0, got "
-                         f"{power_iterations!r}")
-    if isinstance(translate, bool) or not isinstance(translate, int) or translate < 0:
-        raise ValueError(f"translate must be an integer >= 0 (pixels), got {translate!r}")
-    hvp = check_choice(hvp, "hvp", vat_lib.HVP_METHODS)
+    hvp = _check_step_args(model, optimizer, vat=vat, entmin=entmin,
+                           shared_dropout_mask=shared_dropout_mask, xi=xi, eps=eps,
+                           vat_weight=vat_weight, power_iterations=power_iterations,
+                           translate=translate, hvp=hvp)
+    xi, eps, vat_weight = float(xi), float(eps), float(vat_weight)
 
     def augment(x, seed, stream):
         if not translate:
