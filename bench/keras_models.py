@@ -223,7 +223,7 @@ class Autoencoder(keras.Model):
 
 # -- DCGAN -----------------------------------------------------------------------------
 def dcgan_generator(latent_dim: Optional[int] = None, upsampling: str = "upsample",
-                    keras_module: Any = keras):
+                    keras_module: Any = keras, name: Optional[str] = None):
     """`models.dcgan.Generator` as a Keras Sequential: z -> 32x32x1 in [-1, 1].
 
     [Dense(64) - Reshape 4x4x4] - Conv64 - then with 'upsample': (Up - Conv128 - BN -
@@ -244,12 +244,14 @@ def dcgan_generator(latent_dim: Optional[int] = None, upsampling: str = "upsampl
                                            activation=act))
         if i < 2:
             body += [kl.BatchNormalization(), kl.Activation("elu")]
-    return keras_module.Sequential(head + body)
+    return keras_module.Sequential(head + body, name=name)
 
 
-def dcgan_discriminator(keras_module: Any = keras):
+def dcgan_discriminator(keras_module: Any = keras, dense_units: int = 2048,
+                        name: Optional[str] = None):
     """`models.dcgan.Discriminator` (BN in D) as a Keras Sequential: 32x32x1 -> logit:
-    Conv64/s2 - LReLU - (Conv/s2 - BN - LReLU) x 2 - Dense2048 - BN - LReLU - Dense1."""
+    Conv64/s2 - LReLU - (Conv/s2 - BN - LReLU) x 2 - Dense(dense_units) - BN - LReLU -
+    Dense1."""
     kl = keras_module.layers
     return keras_module.Sequential([
         keras_module.Input((32, 32, 1)),
@@ -258,8 +260,8 @@ def dcgan_discriminator(keras_module: Any = keras):
         kl.LeakyReLU(0.2),
         kl.Conv2D(256, 3, strides=2, padding="same"), kl.BatchNormalization(),
         kl.LeakyReLU(0.2),
-        kl.Flatten(), kl.Dense(2048), kl.BatchNormalization(),
-        kl.LeakyReLU(0.2), kl.Dense(1)])
+        kl.Flatten(), kl.Dense(dense_units), kl.BatchNormalization(),
+        kl.LeakyReLU(0.2), kl.Dense(1)], name=name)
 
 
 class DCGAN(keras.Model):

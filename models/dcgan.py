@@ -256,9 +256,28 @@ def make_ema_generator(generator: Generator, name: str = "generator_ema") -> Gen
     ema = Generator(latent_dim=generator.latent_dim, upsampling=generator.upsampling,
                     projection_channels=generator.projection_channels, name=name)
     ema(tf.zeros([1, *generator.latent_shape]))
-    for a, v in zip(ema.variables_in_keras_order(), generator.variables_in_keras_order()):
-        a.assign(v)
+    copy_weights(ema, generator)
     return ema
+
+
+def copy_weights(target: Generator, source: Generator) -> None:
+    """Assigns `source`'s weights (BatchNorm statistics included) to `target`, a built
+    generator of the same architecture."""
+    for a, v in zip(target.variables_in_keras_order(), source.variables_in_keras_order()):
+        a.assign(v)
+
+
+class GAN(tf.Module):
+    """The generator and the discriminator under one module named like Keras's combined
+    model (`keras.Sequential([generator, discriminator])`, the nested models named
+    'generator' and 'discriminator'): what `tfcore.keras_io.load_weights` reads a Keras
+    GAN's weights into. Holds no variables of its own."""
+
+    def __init__(self, generator: Generator, discriminator: Discriminator,
+                 name: str = "gan"):
+        super().__init__(name=name)
+        self.generator = generator
+        self.discriminator = discriminator
 
 
 def make_train_step(generator: Generator, discriminator: Discriminator, g_opt: Any,

@@ -158,16 +158,8 @@ def _digest(path):
 
 def _main(argv, capsys):
     """(exit code, stderr) of train.vat's main (in process: parse, then run)."""
-    from absl import flags
-    fv = flags.FlagValues()
-    binary.define_flags(vat_lib.VatConfig, fv)
-    code = 0
-    try:
-        rest = binary._parser("train.vat", fv)(["train.vat"] + argv)
-        binary.run_main("train.vat", vat_lib.VatConfig, vat_lib.train_and_evaluate,
-                        vat_lib.summary_line, fv, rest)
-    except SystemExit as e:
-        code = e.code
+    code = binary.run_in_process("train.vat", vat_lib.VatConfig, vat_lib.train_and_evaluate,
+                                 ["train.vat"] + argv, vat_lib.summary_line)
     return code, capsys.readouterr().err
 
 

@@ -36,6 +36,7 @@ from models import vat_cnn
 from tfcore import gan_metrics
 from tfcore.data import DeviceDataset, load_mnist, mnist_images
 from tfcore.training import binary, checkpointing, export, metrics_io, options, summaries
+from tfcore.training import callbacks as tfcb
 from tfcore.training.run import ResumeError, WorkdirError
 from train import dcgan_callbacks as dcb
 from train import dcgan_lib as dcgan
@@ -399,12 +400,51 @@ def test_period_data_and_interpolation_latents():
     assert np.all(np.abs(z) <= 1) and not np.allclose(z[0, 0], z[1, 0])
 
 
+class _StartNets(tfcb.Callback):
+    """Each network's weights (Keras order) when training begins."""
+
+    def on_train_begin(self, logs=None):
+        self.weights = {name: [v.numpy().copy() for v in net.variables_in_keras_order()]
+                        for name, net in self.loop.objects.items()
+                        if hasattr(net, "variables_in_keras_order")}
+
+
+def test_init_from_a_keras_gan(small_mnist, classifier_dir, tmp_path):
+    """--init_from: a Keras combined model's .weights.h5 (nested 'generator' and
+    'discriminator') starts G, D and G's weight average; a lone generator's file is
+    refused before anything is written."""
+    import keras
+    from bench import keras_models as km
+    g = km.dcgan_generator(5, name="generator")
+    d = km.dcgan_discriminator(dense_units=32, name="discriminator")
+    gan = keras.Sequential([keras.Input((5,)), g, d], name="gan")
+    rng = np.random.RandomState(0)
+    for w in gan.weights:
+        w.assign(rng.uniform(0.01, 0.1, w.shape).astype("float32"))
+    path = str(tmp_path / "gan.weights.h5")
+    gan.save_weights(path)
+    probe = _StartNets()
+    dcgan.train_and_evaluate(_config(classifier_dir, max_steps=1, init_from=path),
+                             str(tmp_path / "run"), mnist=small_mnist, callbacks=[probe])
+    for name, net in (("generator", g), ("generator_ema", g), ("discriminator", d)):
+        got = probe.weights[name]
+        assert len(got) == len(net.weights)
+        for a, b in zip(got, net.weights):
+            np.testing.assert_array_equal(a, b.numpy())
+    g_only = str(tmp_path / "g.weights.h5")
+    g.save_weights(g_only)
+    with pytest.raises(ValueError, match="does not fit module 'gan'.*missing: .*discriminator__"):
+        dcgan.train_and_evaluate(_config(classifier_dir, max_steps=1, init_from=g_only),
+                                 str(tmp_path / "fresh"), mnist=small_mnist)
+    assert not os.path.exists(tmp_path / "fresh")
+
+
 @pytest.mark.parametrize("field,value,flag", [
     ("d_steps", 0, "--d_steps"), ("preset", "fast", "--preset"),
     ("d_batch", "both", "--d_batch"), ("eval_samples", 1, "--eval_samples"),
     ("g_beta1", 1.0, "--g_beta1"), ("label_smoothing", -0.1, "--label_smoothing"),
     ("g_ema", 1.0, "--g_ema"), ("g_learning_rate", 0.0, "--g_learning_rate"),
-    ("pinned_monitor", " ", "--pinned_monitor"), ("init_from", "x.h5", "--init_from"),
+    ("pinned_monitor", " ", "--pinned_monitor"),
     ("change_on_resume", ("latent_dim",), "--change_on_resume")])
 def test_config_rejects_bad_values(field, value, flag):
     with pytest.raises(ValueError, match=flag):

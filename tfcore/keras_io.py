@@ -47,7 +47,10 @@ Which weights are whose (`keras_layers(module)` lists the tfcore side):
 * Keras 3 files name each layer twice: by its layer name (the `name` attribute)
   and by its path, the snake-cased class name numbered in model order, which is
   what Keras 3 itself loads by and which is reproducible across sessions. Layer
-  names are tried first, then path names; the first that fits is used.
+  names are tried first, then path names, then the nested models' names with the
+  layers' paths inside them (a Keras GAN `Sequential([generator, discriminator])`:
+  the discriminator's layers are named after the generator's, `conv2d_4`, ..., but
+  their paths restart at `conv2d` inside it); the first that fits is used.
 * Keras 3 weights are matched by position; Keras 2 weights by name, with the
   Keras 2 names of `KERAS2_WEIGHT_NAMES` accepted (DepthwiseConv2D's kernel is
   `depthwise_kernel` in Keras 2, `kernel` in Keras 3 and tfcore). A weight stored
@@ -66,7 +69,7 @@ import io
 import os
 import re
 import zipfile
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import h5py
 import numpy as np
@@ -426,10 +429,10 @@ def _compatible(a: NamePath, b: NamePath) -> bool:
     return a[-1] == b[-1] and _is_subsequence(short[:-1], long[:-1])
 
 
-def _pair_layers(ours: List[KerasLayer], theirs: List[_FileLayer], alt: bool):
-    """Pairs file layers with ours by name path: ([(ours, theirs)], ambiguous, unused
-    file layers, unmatched ours)."""
-    key = (lambda f: f.alt_names) if alt else (lambda f: f.names)
+def _pair_layers(ours: List[KerasLayer], theirs: List[_FileLayer],
+                 key: Callable[[_FileLayer], NamePath]):
+    """Pairs file layers with ours by name path (`key` of a file layer): ([(ours,
+    theirs)], ambiguous, unused file layers, unmatched ours)."""
     pairs, ambiguous = [], []
     left_ours, left_theirs = list(ours), []
     for f in theirs:  # equal paths first
@@ -483,9 +486,10 @@ def _pair_weights(t: KerasLayer, f: _FileLayer, assign, missing, unexpected, mis
             assign.append((v, ds))
 
 
-def _plan(ours: List[KerasLayer], theirs: List[_FileLayer], alt: bool):
+def _plan(ours: List[KerasLayer], theirs: List[_FileLayer],
+          key: Callable[[_FileLayer], NamePath]):
     """(assignments, missing, unexpected, misshaped, ambiguous) for one naming."""
-    pairs, ambiguous, unused, left = _pair_layers(ours, theirs, alt)
+    pairs, ambiguous, unused, left = _pair_layers(ours, theirs, key)
     assign, missing, unexpected, misshaped = [], [], [], []
     for t, f in pairs:
         _pair_weights(t, f, assign, missing, unexpected, misshaped)
@@ -537,10 +541,12 @@ def load_weights(module: tf.Module, path: PathLike) -> LoadResult:
     h5, label = _open(path)
     with h5:
         fmt, theirs = _read_layers(h5, path, label)
-        namings = [("layer name", False)]
+        namings = [("layer name", lambda f: f.names)]
         if any(f.alt_names is not None and f.alt_names != f.names for f in theirs):
-            namings.append(("Keras 3 path", True))
-        plans = [(naming, _plan(ours, theirs, alt)) for naming, alt in namings]
+            namings += [("Keras 3 path", lambda f: f.alt_names),
+                        ("nested model name and Keras 3 path",
+                         lambda f: f.names[:-1] + (f.alt_names or f.names)[-1:])]
+        plans = [(naming, _plan(ours, theirs, key)) for naming, key in namings]
         for naming, plan in plans:
             if not any(plan[1:]):
                 values = [(v, np.asarray(ds[()]).astype(v.dtype.as_numpy_dtype))

@@ -20,6 +20,10 @@ Optimizers: two Adams, `--preset=default` (G and D: lr 2e-4, beta_1 0.5) or
 `--preset=writeup` (D: lr 1e-5, beta_1 0.1; G: 2e-4, 0.5); --g_learning_rate,
 --g_beta1, --d_learning_rate, --d_beta1 override them. The learning rates and
 --batch_size may change on --resume when named in --change_on_resume.
+--init_from=PATH starts G and D from a Keras GAN's weights: a file of the combined
+model (`keras.Sequential([generator, discriminator])`, the nested models named
+'generator' and 'discriminator', `models.dcgan.GAN`) in any format `tfcore.keras_io`
+reads; the weight average starts from the loaded G.
 
 Data: MNIST training images padded to 32x32, in [-1, 1] (`--train_limit` keeps the
 first N); the first `--val_examples` test images are the held-out real images of the
@@ -187,9 +191,6 @@ class DCGANConfig(RunOptions):
         if self.augment_factor > 1 and self.image_dir is None:
             raise checks.ArgumentError(f"--augment_factor={self.augment_factor} needs "
                                        "--image_dir")
-        if self.init_from:
-            raise checks.ArgumentError("--init_from: train.dcgan trains two networks and "
-                                       "loads no Keras weights; drop --init_from")
         return self
 
     def resolved(self) -> "DCGANConfig":
@@ -265,6 +266,12 @@ def build(config: DCGANConfig):
         label_smoothing=config.label_smoothing, ema_generator=ema,
         ema_decay=config.g_ema)
     return nets, step_fn
+
+
+def _average_from_start(nets) -> None:
+    """After --init_from: the weight average starts from the loaded generator too."""
+    if "generator_ema" in nets:
+        dcgan.copy_weights(nets["generator_ema"], nets["generator"])
 
 
 def _sampler(nets):
@@ -376,7 +383,9 @@ def train_and_evaluate(config: DCGANConfig, workdir: Optional[str], *, mnist=Non
                 eval_fn=lambda: {**validation(), **(quality() if quality else {})},
                 images=pictures.images, autograph=False,
                 learning_rates={"g_learning_rate": nets["g_opt"],
-                                "d_learning_rate": nets["d_opt"]})
+                                "d_learning_rate": nets["d_opt"]},
+                init_model=dcgan.GAN(nets["generator"], nets["discriminator"]),
+                after_init=lambda: _average_from_start(nets))
         results = {
             "steps": recorder.records, "seconds": run.train_seconds,
             "global_step": int(run.loop.step.numpy()),

@@ -298,7 +298,8 @@ class Run:
             eval_fn: Optional[Callable] = None, callbacks: Sequence = (),
             images: Optional[Callable[[], Mapping]] = None, histograms: bool = True,
             learning_rates: Optional[Mapping[str, Any]] = None,
-            init_model: Optional[tf.Module] = None, batch_size: Optional[int] = None,
+            init_model: Optional[tf.Module] = None,
+            after_init: Optional[Callable[[], None]] = None, batch_size: Optional[int] = None,
             jit=None, steps_per_call=1, autograph: bool = True):
         """Trains `step_fn` on `data` with the run's outputs; returns the `History`.
 
@@ -311,6 +312,8 @@ class Run:
           learning_rates: option name -> the optimizer whose `learning_rate` variable
             it sets ({'learning_rate': opt}), for a change allowed on resume.
           init_model: the module `--init_from` loads into (default objects['model']).
+          after_init: called once `--init_from` has been loaded (e.g. to copy the
+            loaded weights into a weight average).
           jit: the compile mode (default the configuration's `jit`).
 
         Raises:
@@ -320,6 +323,8 @@ class Run:
         c = self.config
         if c.init_from and self.latest is None:
             self._init_from(init_model if init_model is not None else objects.get("model"))
+            if after_init is not None:
+                after_init()
         cbs = [self.timer, *callbacks, _AttemptStart(self, dict(learning_rates or {}))]
         if self.workdir and c.tensorboard:
             cbs.append(tfcallbacks.TensorBoard(log_every=c.log_every, images=images,
