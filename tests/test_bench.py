@@ -322,3 +322,24 @@ def test_bench_steps_are_the_models_make_train_step(monkeypatch):
         if name.startswith("dcgan"):
             assert kwargs["ema_generator"] is setup.objects["generator_ema"]
             assert kwargs["ema_decay"] == dcgan.DEFAULT_G_EMA
+
+
+def test_vat_hvp_bench_times_both_products(capsys):
+    from bench import vat_hvp
+    ratios = vat_hvp.main(["--rounds=1", "--steps=1"])
+    assert set(ratios) == {"graph/plain (CE + entropy)", "graph/finite_difference",
+                           "graph/exact"}
+    assert ratios["graph/finite_difference"] == 1.0
+    assert all(r > 0 for r in ratios.values())
+    assert "| graph | exact |" in capsys.readouterr().out
+
+
+def test_vat_direction_tables_compare_with_float64(mnist_dir, monkeypatch, capsys):
+    from bench import vat_direction
+    monkeypatch.setattr(vat_direction, "XIS", (1e-2,))
+    vat_direction.main(["--steps=20", "--iterations=1"])
+    rows = {line.split(" | ")[0].strip("| "): line
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    # At xi = 1e-2 both of the products agree with float64.
+    for method in ("finite_difference", "exact"):
+        assert float(rows[method].split(" | ")[1].split()[0]) > 0.99, rows[method]
