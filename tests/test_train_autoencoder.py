@@ -20,7 +20,7 @@ from absl import flags
 from tfcore import activations, image_grid
 from tfcore.data import load_mnist
 from tfcore.training import binary, callbacks as tfcallbacks, options, summaries
-from train import ae_table
+from train import ae_table_lib as ae_table
 from train import autoencoder_lib as lib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))

@@ -17,7 +17,7 @@ from tfcore.training import callbacks as tfcallbacks
 from tfcore.data import SemiSupervisedData, balanced_subset, load_mnist, mnist_images
 from tfcore.training import binary, options
 from train import vat_lib as vat
-from train import vat_table
+from train import vat_table_lib as vat_table
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 

@@ -14,7 +14,7 @@ nor --epochs is given; dense: learning rate `DENSE_LEARNING_RATE` (1e-3), consta
 conv: `CONV_LEARNING_RATE[decoder]` (2e-2 transpose, 1e-2 upsample) with the
 `CONV_SCHEDULE` ('wsd', decay over the last --decay_fraction) and
 `CONV_WARMUP_STEPS` (200) warm-up steps, or a tenth of a run that is not longer
-than that (these defaults were chosen on a validation split: train/ae_table.py's
+than that (these defaults were chosen on a validation split: train/ae_table_lib.py's
 --search). Learning-rate schedules span the run's total steps
 (`Run.total_steps`).
 

@@ -251,3 +251,23 @@ class SamplePictures(tfcb.Callback):
 
     def set_state(self, state: dict) -> None:
         self.paths = list(state.get("paths", []))
+
+
+def stopping_callbacks(config, workdir: Optional[str], with_quality: bool):
+    """(the stopping and saving callbacks of a `train.dcgan_lib.DCGANConfig`: the best
+    checkpoint by the Frechet distance, its patience, the pinned-D stop; the pinned
+    stop or None)."""
+    cbs = []
+    if with_quality and workdir:
+        cbs.append(tfcb.ModelCheckpoint(save_best_only=True, monitor="val_frechet_distance",
+                                        mode="min"))
+    if config.fd_patience:
+        cbs.append(tfcb.EarlyStopping("val_frechet_distance", mode="min",
+                                      patience=config.fd_patience,
+                                      restore_best_weights=True))
+    pinned = None
+    if config.pinned_patience:
+        pinned = DiscriminatorPinnedStop(config.pinned_monitor, config.pinned_patience,
+                                         config.pinned_tol)
+        cbs.append(pinned)
+    return cbs, pinned

@@ -20,10 +20,8 @@ Optimizers: two Adams, `--preset=default` (G and D: lr 2e-4, beta_1 0.5) or
 `--preset=writeup` (D: lr 1e-5, beta_1 0.1; G: 2e-4, 0.5); --g_learning_rate,
 --g_beta1, --d_learning_rate, --d_beta1 override them. The learning rates and
 --batch_size may change on --resume when named in --change_on_resume.
---init_from=PATH starts G and D from a Keras GAN's weights: a file of the combined
-model (`keras.Sequential([generator, discriminator])`, the nested models named
-'generator' and 'discriminator', `models.dcgan.GAN`) in any format `tfcore.keras_io`
-reads; the weight average starts from the loaded G.
+--init_from=PATH: G and D from a Keras GAN's weights (`Sequential([generator,
+discriminator])`, `models.dcgan.GAN`); the weight average starts from the loaded G.
 
 Data: MNIST training images padded to 32x32, in [-1, 1] (`--train_limit` keeps the
 first N); the first `--val_examples` test images are the held-out real images of the
@@ -80,7 +78,6 @@ import tensorflow as tf
 from models import dcgan
 from tfcore import checks
 from tfcore import data as tfdata
-from tfcore.training import callbacks as tfcb
 from tfcore.training.options import option, override
 from tfcore.training.run import Export, Run, RunOptions
 from train import dcgan_callbacks as dcb
@@ -304,24 +301,6 @@ def _quality(config: DCGANConfig, mnist, classifier, sample, latent):
     return classifier, quality
 
 
-def _callbacks(config: DCGANConfig, workdir: Optional[str], with_quality: bool):
-    """(the stopping and saving callbacks, the pinned stop or None)."""
-    cbs = []
-    if with_quality and workdir:
-        cbs.append(tfcb.ModelCheckpoint(save_best_only=True, monitor="val_frechet_distance",
-                                        mode="min"))
-    if config.fd_patience:
-        cbs.append(tfcb.EarlyStopping("val_frechet_distance", mode="min",
-                                      patience=config.fd_patience,
-                                      restore_best_weights=True))
-    pinned = None
-    if config.pinned_patience:
-        pinned = dcb.DiscriminatorPinnedStop(config.pinned_monitor, config.pinned_patience,
-                                             config.pinned_tol)
-        cbs.append(pinned)
-    return cbs, pinned
-
-
 def _final_measurement(config: DCGANConfig, mnist, classifier, sample, latent):
     if classifier is None or not config.final_eval_samples:
         return {}
@@ -377,7 +356,7 @@ def train_and_evaluate(config: DCGANConfig, workdir: Optional[str], *, mnist=Non
                                       config.interp_rows, config.interp_steps, config.seed)
         recorder = dcb.StepRecorder(workdir and os.path.join(workdir, STEPS_FILE),
                                     config.log_every)
-        stops, pinned = _callbacks(config, workdir, quality is not None)
+        stops, pinned = dcb.stopping_callbacks(config, workdir, quality is not None)
         run.fit(step_fn, source, objects=nets, callbacks=[validation, pictures, recorder,
                                                          *stops, *callbacks],
                 eval_fn=lambda: {**validation(), **(quality() if quality else {})},
