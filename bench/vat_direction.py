@@ -9,8 +9,10 @@ direction after K power iterations (`tfcore.vat.virtual_adversarial_loss(...,
 return_direction=True)`) is compared with the float64 finite difference at the same xi
 (the same weights in float64, plain tf.nn ops), iterated K times: the mean (min) cosine
 per example (0 for a direction that is exactly zero; "n zero" counts them). Rows:
-hvp='finite_difference', hvp='exact', and 'autodiff' (the gradient of
-the KL through tf.nn.log_softmax, tfcore's finite difference before issue 17).
+hvp='finite_difference', hvp='exact', hvp='exact' with the max pool's one-hot gradient
+(`VatCNN(pool_gradient='one_hot')`, the same weights; what `train.vat` uses under XLA),
+and 'autodiff' (the gradient of the KL through tf.nn.log_softmax, tfcore's finite
+difference before issue 17).
 Tables (markdown) go to stdout; docs/vat_direction.md holds a run.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ from tfcore.vat import (kl_from_logits, l2_normalize_per_example, stateless_stan
                         virtual_adversarial_loss)
 
 XIS = (1e-2, 1e-4, 1e-5, 1e-6)
-METHODS = ("autodiff", "finite_difference", "exact")
+METHODS = ("autodiff", "finite_difference", "exact", "exact, one-hot pool")
 SEED = tf.constant([3, 4], tf.int64)
 
 
@@ -83,12 +85,24 @@ def reference(weights, x, d0, xi, k):
                                xi, k, tf.constant(d0, tf.float64)).numpy()
 
 
+def one_hot_pool_twin(model):
+    """A VatCNN (no dropout) with the max pool's one-hot gradient and `model`'s weights."""
+    twin = vat_cnn.VatCNN(dropout=False, pool_gradient="one_hot")
+    twin(tf.zeros([1, *vat_cnn.IMAGE_SHAPE]))
+    for mine, theirs in zip(twin.trainable_variables, model.trainable_variables):
+        mine.assign(theirs)
+    return twin
+
+
 def direction(model, x, d0, xi, k, method, mode):
+    """The float32 direction of `method` (a METHODS entry; its one-hot pool row takes a
+    `one_hot_pool_twin` as `model`) from d0, eager / graph / xla."""
     def fn(x):
         if method == "autodiff":
             return _autodiff_direction(model, x, xi, k, tf.constant(d0, tf.float32))
-        _, d = virtual_adversarial_loss(model, x, xi=xi, power_iterations=k, hvp=method,
-                                        seed=SEED, return_direction=True)
+        _, d = virtual_adversarial_loss(model, x, xi=xi, power_iterations=k,
+                                        hvp=method.split(",")[0], seed=SEED,
+                                        return_direction=True)
         return d
     if mode != "eager":
         fn = tf.function(fn, jit_compile=mode == "xla", autograph=False)
@@ -112,10 +126,11 @@ def table(model, weights, x, k, mode) -> str:
     rows = [f"| method ({mode}, K={k}) | " + " | ".join(f"xi={xi:g}" for xi in XIS) + " |",
             "| --- |" + " ---: |" * len(XIS)]
     refs = {xi: reference(weights, x, d0, xi, k) for xi in XIS}
+    twin = one_hot_pool_twin(model)
     for method in METHODS:
         cells = []
         for xi in XIS:
-            d = direction(model, x, d0, xi, k, method, mode)
+            d = direction(twin if "one-hot" in method else model, x, d0, xi, k, method, mode)
             c = cosines(d, refs[xi])
             zero = int(np.sum(~np.any(np.reshape(d, (len(d), -1)), axis=1)))
             cells.append(f"{c.mean():.3f} ({c.min():.2f})" + (f", {zero} zero" if zero else ""))

@@ -7,7 +7,8 @@ interleaved rounds in one run (`bench.harness.interleave`), as ratios.
 The step is `models.vat_cnn.make_train_step` as `train.vat --num_labeled=100 --entmin
 --vat` runs it: 32 labeled + 128 unlabeled 28x28 images, VatCNN without dropout, Adam.
 Prints one table row per (mode, step): ms per step (median over rounds) and the paired
-ratio to the finite-difference step of the same mode.
+ratio to the finite-difference step of the same mode. The "one-hot pool" steps use
+`VatCNN(pool_gradient='one_hot')`, which `train.vat` takes under XLA.
 """
 from __future__ import annotations
 
@@ -23,12 +24,16 @@ from tfcore import optimizers
 
 STEPS = {"plain (CE + entropy)": dict(vat=False),
          "finite_difference": dict(vat=True, hvp="finite_difference", xi=1e-6),
-         "exact": dict(vat=True, hvp="exact", xi=1e-6)}
+         "exact": dict(vat=True, hvp="exact", xi=1e-6),
+         # The max pool's one-hot gradient (train.vat's choice under XLA).
+         "finite_difference, one-hot pool": dict(vat=True, hvp="finite_difference", xi=1e-6),
+         "exact, one-hot pool": dict(vat=True, hvp="exact", xi=1e-6)}
 
 
 def _runner(kind: str, mode: str, power_iterations: int, data) -> harness.Runner:
     tf.random.set_seed(0)
-    model = vat_cnn.VatCNN(dropout=False)
+    model = vat_cnn.VatCNN(dropout=False,
+                           pool_gradient="one_hot" if "one-hot" in kind else "kernel")
     model(data["labeled"][0][:1])
     opt = optimizers.Adam(learning_rate=1e-3)
     opt.build(model.trainable_variables)

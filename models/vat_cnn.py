@@ -76,6 +76,9 @@ class VatCNN(Sequential):
         hidden Dense (default True, as the Keras example).
       batch_norm: insert BatchNorm (Keras defaults) after each conv, before its relu
         (default False).
+      pool_gradient: the max pool's gradient, 'kernel' (default) or 'one_hot' (the same
+        values; its derivative, which VAT's hvp='exact' takes, is exact under XLA too:
+        `tfcore.max_pool2d`). No variables: the weights are the same either way.
       name: module name.
 
     Call: `model(x, training=False, seed=None, update_stats=True)`, x [b, 28, 28, 1]
@@ -85,7 +88,8 @@ class VatCNN(Sequential):
     """
 
     def __init__(self, num_classes: int = NUM_CLASSES, dropout: bool = True,
-                 batch_norm: bool = False, name: Optional[str] = "vat_cnn"):
+                 batch_norm: bool = False, pool_gradient: str = "kernel",
+                 name: Optional[str] = "vat_cnn"):
         num_classes = check_positive_int(num_classes, "num_classes")
         for what, v in (("dropout", dropout), ("batch_norm", batch_norm)):
             if not isinstance(v, bool):
@@ -97,7 +101,7 @@ class VatCNN(Sequential):
         layers.append(Conv2D(32, 3, activation=act, name="conv2d_1"))
         if batch_norm:
             layers += [BatchNorm(name="batch_normalization_1"), tf.nn.relu]
-        layers.append(MaxPool2D(2, name="max_pooling2d"))
+        layers.append(MaxPool2D(2, gradient=pool_gradient, name="max_pooling2d"))
         if dropout:
             layers.append(Dropout(0.25, name="dropout"))
         layers += [Flatten(name="flatten"), Dense(128, activation="relu", name="dense")]

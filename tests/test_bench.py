@@ -327,8 +327,9 @@ def test_bench_steps_are_the_models_make_train_step(monkeypatch):
 def test_vat_hvp_bench_times_both_products(capsys):
     from bench import vat_hvp
     ratios = vat_hvp.main(["--rounds=1", "--steps=1"])
-    assert set(ratios) == {"graph/plain (CE + entropy)", "graph/finite_difference",
-                           "graph/exact"}
+    assert set(ratios) == {f"graph/{kind}" for kind in (
+        "plain (CE + entropy)", "finite_difference", "exact",
+        "finite_difference, one-hot pool", "exact, one-hot pool")}
     assert ratios["graph/finite_difference"] == 1.0
     assert all(r > 0 for r in ratios.values())
     assert "| graph | exact |" in capsys.readouterr().out
@@ -341,5 +342,5 @@ def test_vat_direction_tables_compare_with_float64(mnist_dir, monkeypatch, capsy
     rows = {line.split(" | ")[0].strip("| "): line
             for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
     # At xi = 1e-2 both of the products agree with float64.
-    for method in ("finite_difference", "exact"):
+    for method in ("finite_difference", "exact", "exact, one-hot pool"):
         assert float(rows[method].split(" | ")[1].split()[0]) > 0.99, rows[method]

@@ -189,6 +189,12 @@ def test_max_pool2d(shape, kwargs, keras_impl):
                  _x(shape))
 
 
+@pytest.mark.parametrize("shape,kwargs", [(s, k) for s, k in POOLS if "strides" not in k])
+def test_max_pool2d_one_hot_gradient(shape, kwargs, keras_impl):
+    check_parity(tfcore.MaxPool2D(gradient="one_hot", **kwargs),
+                 keras_impl.layers.MaxPooling2D(**kwargs), _x(shape))
+
+
 @pytest.mark.parametrize("shape,kwargs", POOLS)
 def test_avg_pool2d(shape, kwargs, keras_impl):
     keras_kwargs = {"pool_size": 2, **kwargs}  # Keras 3.15 has no pool_size default here

@@ -16,6 +16,7 @@ from absl import flags
 from tfcore.training import callbacks as tfcallbacks
 from tfcore.data import SemiSupervisedData, balanced_subset, load_mnist, mnist_images
 from tfcore.training import binary, options
+import tfcore
 from train import vat_lib as vat
 from train import vat_table_lib as vat_table
 
@@ -139,6 +140,15 @@ def test_batch_norm_and_translate_reach_the_model_and_step(small_mnist):
     with pytest.raises(ValueError, match=r"--val_size .*must be an integer in \[0, 107\]"):
         vat.train_and_evaluate(dataclasses.replace(cfg, val_size=108), None,
                                data=small_mnist)
+
+
+@pytest.mark.parametrize("jit,gradient", [("on", "one_hot"), ("off", "kernel")])
+def test_xla_takes_the_max_pools_one_hot_gradient(jit, gradient):
+    # XLA's second derivative of max pooling is inexact (tfcore.max_pool2d); the
+    # one-hot gradient's is exact, and --hvp=exact takes it.
+    model, _, _ = vat.build(vat.VatConfig(jit=jit, hvp="exact").resolved())
+    pools = [m for m in model.submodules if isinstance(m, tfcore.MaxPool2D)]
+    assert [p.gradient for p in pools] == [gradient]
 
 
 def test_lr_decay_fraction_decays_the_rate_linearly_at_the_end(tmp_path, small_mnist):

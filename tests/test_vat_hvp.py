@@ -325,8 +325,8 @@ class _ConvBatchModel(tf.Module):
 
 
 # Not compared: XLA with max pooling (XLA's MaxPoolGradGrad, the JVP of max pooling,
-# compares bf16-rounded values: docs/vat_direction.md) and XLA with dropout (its
-# stateless masks differ from TensorFlow's kernels). Eagerly, the BatchNorm VatCNN's
+# compares bf16-rounded values: docs/vat_direction.md; the one-hot gradient has its own
+# test below) and XLA with dropout (its stateless masks differ from TensorFlow's kernels). Eagerly, the BatchNorm VatCNN's
 # plain convolutions (tf.nn.convolution without a data_format) record Conv2D ops whose
 # data_format attribute reads None, and their second derivative fails (AttributeError
 # in nn_grad._Conv2DBackpropInputGrad); traced graphs are fine.
@@ -357,6 +357,33 @@ def test_exact_eager_function_xla_agree(name, modes):
     for other in results[1:]:
         np.testing.assert_allclose(other[0].numpy(), results[0][0].numpy(), rtol=1e-4)
         assert _cosines(other[1].numpy(), results[0][1].numpy()).min() > 0.9999
+
+
+@pytest.mark.parametrize("init_seed", [0, 1, 2])
+def test_exact_under_xla_through_the_one_hot_max_pool(init_seed):
+    """The VatCNN under XLA against eager, with each max-pool gradient. The perturbed
+    images' near-ties in pooling windows are many (random weights, blank backgrounds
+    moved by r), and XLA's convolutions round differently, so a few windows may
+    legitimately pick another maximum: the one-hot pool is held to mean cosine 0.995;
+    the kernel's pool (XLA's MaxPoolGradGrad) is far off (mean ~0.88 here)."""
+    x = tf.constant(_digit_like(4, np.random.RandomState(9)))
+
+    def directions(pool_gradient):
+        tf.random.set_seed(init_seed)
+        model = vat_cnn.VatCNN(dropout=False, pool_gradient=pool_gradient)
+        model(x[:1])
+
+        def fn(x):
+            return virtual_adversarial_loss(model, x, xi=1e-3, eps=1.0, power_iterations=2,
+                                            hvp="exact", seed=SEED, return_direction=True)
+        return fn(x), tf.function(fn, jit_compile=True, autograph=False)(x)
+
+    (loss, d), (xla_loss, xla_d) = directions("one_hot")
+    cos = _cosines(xla_d.numpy(), d.numpy())
+    assert cos.mean() > 0.995 and cos.min() > 0.99, cos
+    np.testing.assert_allclose(xla_loss.numpy(), loss.numpy(), rtol=5e-3)
+    (_, d), (_, xla_d) = directions("kernel")
+    assert _cosines(xla_d.numpy(), d.numpy()).mean() < 0.95
 
 
 @pytest.mark.parametrize("hvp", HVPS)

@@ -316,9 +316,11 @@ def kl_hessian_vector_product(logits_fn: Callable[[tf.Tensor], tf.Tensor], x, p_
     iteration of `virtual_adversarial_loss` is d <- this product.
 
     XLA: 'exact' differentiates the model's backward pass, and XLA's MaxPoolGradGrad
-    (that derivative for max pooling) compares bf16-rounded values, so through max
-    pooling 'exact' is approximate under `jit_compile=True`; TensorFlow's own kernels
-    (eager, graph) are exact (docs/vat_direction.md).
+    (that derivative for max pooling) compares bf16-rounded values, so through a
+    `tfcore.MaxPool2D` with its default gradient 'exact' is approximate under
+    `jit_compile=True`; TensorFlow's own kernels (eager, graph) are exact. A pool with
+    `gradient='one_hot'` is exact in every mode (`train.vat` uses it under XLA;
+    docs/vat_direction.md).
 
     Args:
       logits_fn: x' -> logits [batch, ..., classes], differentiable in x' (twice,
@@ -403,7 +405,8 @@ def virtual_adversarial_loss(
     for MNIST with 100 labels.
 
     Works eagerly, under `tf.function` and `tf.function(jit_compile=True)` (but see
-    `kl_hessian_vector_product` for hvp='exact' through max pooling under XLA); the
+    `kl_hessian_vector_product` for hvp='exact' through max pooling under XLA: use
+    `MaxPool2D(gradient='one_hot')` there); the
     batch size may be unknown (a `TensorSpec` with None). `power_iterations` is a
     Python int (the loop is unrolled).
 

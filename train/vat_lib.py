@@ -55,6 +55,7 @@ from tfcore import checks, optimizers
 from tfcore import data as tfdata
 from tfcore.training import callbacks as tfcallbacks
 from tfcore.training import distribute, loop, lr_schedule, options
+from tfcore.training.compile import resolve_jit
 from tfcore.training.options import option, override
 from tfcore.training.run import Export, Run, TrainOptions
 
@@ -232,8 +233,11 @@ def build(config: VatConfig, strategy=None, total_steps: Optional[int] = None):
     optimizer and `models.vat_cnn.make_train_step`, with the linear decay of
     --lr_decay_fraction over `total_steps` (needed then)."""
     with distribute.scope(strategy):
+        # Under XLA the max pool's one-hot gradient: XLA's own second derivative of max
+        # pooling (which --hvp=exact takes) is inexact (tfcore.max_pool2d).
         model = vat_cnn.VatCNN(num_classes=NUM_CLASSES, dropout=config.dropout,
-                               batch_norm=config.batch_norm)
+                               batch_norm=config.batch_norm,
+                               pool_gradient="one_hot" if resolve_jit(config.jit) else "kernel")
         model(tf.zeros([1, *vat_cnn.IMAGE_SHAPE]))
         opt = optimizers.get(config.optimizer, learning_rate=config.learning_rate)
         opt.build(model.trainable_variables)
