@@ -39,14 +39,13 @@ of the moving averages; the official code's `update_batch_stats=False`).
 """
 from __future__ import annotations
 
-import numbers
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import tensorflow as tf
 
 from tfcore import losses, vat as vat_lib
 from tfcore.batch_norm import BatchNorm
-from tfcore.checks import check_choice
+from tfcore.checks import check_bool, check_choice, check_int, check_real
 from tfcore.conv2d import Conv2D
 from tfcore.dense import Dense
 from tfcore.dropout import Dropout
@@ -114,16 +113,6 @@ class VatCNN(Sequential):
         self.batch_norm = batch_norm
 
 
-def _check_number(value, what: str, allow_zero: bool) -> float:
-    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real)
-          and value == value and abs(value) != float("inf")
-          and (value >= 0 if allow_zero else value > 0))
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{what} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
 def _fold(seed, index: int) -> tf.Tensor:
     return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), index,
                                                     alg="philox")
@@ -188,8 +177,10 @@ def _replicas() -> int:
 
 
 def _check_step_args(model, optimizer, *, vat, entmin, shared_dropout_mask, xi, eps,
-                     vat_weight, power_iterations, translate, hvp) -> str:
-    """`make_train_step`'s argument checks (ValueError naming the argument); returns hvp."""
+                     vat_weight, power_iterations, translate,
+                     hvp) -> Tuple[float, float, float, str]:
+    """`make_train_step`'s argument checks (`tfcore.checks`: a ValueError naming the
+    argument); returns the checked (xi, eps, vat_weight, hvp)."""
     if not callable(model) or not hasattr(model, "trainable_variables"):
         raise ValueError(f"model must be a callable module with trainable_variables, "
                          f"got {model!r}")
@@ -197,19 +188,12 @@ def _check_step_args(model, optimizer, *, vat, entmin, shared_dropout_mask, xi, 
         raise ValueError(f"optimizer must have apply_gradients, got {optimizer!r}")
     for what, v in (("vat", vat), ("entmin", entmin),
                     ("shared_dropout_mask", shared_dropout_mask)):
-        if not isinstance(v, bool):
-            raise ValueError(f"{what} must be a bool, got {v!r}")
-    _check_number(xi, "xi", allow_zero=False)
-    _check_number(eps, "eps", allow_zero=True)
-    _check_number(vat_weight, "vat_weight", allow_zero=True)
-    if (isinstance(power_iterations, bool) or not isinstance(power_iterations, int)
-            or power_iterations < 0):
-        raise ValueError(f"power_iterations must be an integer >= 0, got "
-                         f"{power_iterations!r}")
-    if isinstance(translate, bool) or not isinstance(translate, int) or translate < 0:
-        raise ValueError(f"translate must be an integer >= 0 (pixels), got {translate!r}")
-    return check_choice(hvp, "hvp", vat_lib.HVP_METHODS)
-
+        check_bool(v, what)
+    check_int(power_iterations, "power_iterations", low=0)
+    check_int(translate, "translate (pixels)", low=0)
+    return (check_real(xi, "xi", low=0, low_open=True), check_real(eps, "eps", low=0),
+            check_real(vat_weight, "vat_weight", low=0),
+            check_choice(hvp, "hvp", vat_lib.HVP_METHODS))
 
 
 def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float = 10.0,
@@ -239,8 +223,8 @@ def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float =
       power_iterations: K >= 1 in practice (0: random perturbation), default 1.
       hvp: each power-iteration product H d as a 'finite_difference' of step xi
         (default, the write-up's) or 'exact' (J^T F J d linearised at x + xi d/|d|,
-        `tfcore.vat.kl_hessian_vector_product`; compile it without XLA, whose max-pool
-        second derivative is approximate).
+        `tfcore.vat.kl_hessian_vector_product`; under XLA, whose own max-pool second
+        derivative is approximate, give the model `pool_gradient='one_hot'`).
       vat_weight: weight of the VAT term (default 1), >= 0.
       entmin: add the entropy of p(.|x_u) (VAT + EntMin, default False).
       shared_dropout_mask: same dropout mask in the clean and the perturbed passes
@@ -260,11 +244,10 @@ def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float =
     Raises:
       ValueError: a bad hyperparameter (named in the message).
     """
-    hvp = _check_step_args(model, optimizer, vat=vat, entmin=entmin,
-                           shared_dropout_mask=shared_dropout_mask, xi=xi, eps=eps,
-                           vat_weight=vat_weight, power_iterations=power_iterations,
-                           translate=translate, hvp=hvp)
-    xi, eps, vat_weight = float(xi), float(eps), float(vat_weight)
+    xi, eps, vat_weight, hvp = _check_step_args(
+        model, optimizer, vat=vat, entmin=entmin, shared_dropout_mask=shared_dropout_mask,
+        xi=xi, eps=eps, vat_weight=vat_weight, power_iterations=power_iterations,
+        translate=translate, hvp=hvp)
 
     def augment(x, seed, stream):
         if not translate:
