@@ -350,6 +350,24 @@ def test_make_vat100_recipe_parses_to_the_readme_configuration():
                                                    "adam", 15)
 
 
+def test_vat100_table_script_runs_the_make_vat100_recipe():
+    """bench/vat100_table.sh's recipe rows are `make vat100` (but the workdir and the
+    per-epoch test log), its other rows the same recipe with one change each."""
+    makefile = open(os.path.join(ROOT, "Makefile")).read().replace("\\\n", " ")
+    make_args = {a for a in makefile.split("\nvat100:", 1)[1].split("\n")[1].split()
+                 if a.startswith("--") and not a.startswith("--workdir")}
+    script = open(os.path.join(ROOT, "bench", "vat100_table.sh")).read()
+    recipe = set(script.split('RECIPE="', 1)[1].split('"', 1)[0].split())
+    rows = {line.split()[1]: set(line.split()[4:]) for line in script.splitlines()
+            if line.strip().startswith("run ") and "$" in line}
+    assert set(rows) == {"recipe", "random", "exact"}, rows
+    assert recipe | rows["recipe"] == make_args | {"--test_each_epoch"}
+    assert rows["random"] - rows["recipe"] == {"--power_iterations=0"}
+    assert rows["exact"] == {"--eps=0.5", "--hvp=exact"}
+    for extra in rows.values():  # every flag is one train.vat takes
+        _config(sorted(recipe | extra)).resolved()
+
+
 class _StartWeights(tfcallbacks.Callback):
     """The model's weights when training begins (after any restore or init)."""
 
