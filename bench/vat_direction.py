@@ -1,6 +1,6 @@
 """Accuracy of VAT's float32 power-iteration direction against float64, on MNIST.
 
-    python -m bench.vat_direction [--modes=graph,xla] [--steps=300]
+    python -m bench.vat_direction [--modes=graph,xla] [--steps=300] [--worst=1e-4]
 
 A VatCNN without dropout is trained for `--steps` Adam(1e-3) steps of cross-entropy on
 MNIST (batch 128), so that most predictions are confident (where the float32 direction
@@ -138,11 +138,36 @@ def table(model, weights, x, k, mode) -> str:
     return "\n".join(rows)
 
 
+def worst_image(model, weights, x, xi, mode) -> str:
+    """Why the finite difference's worst image at `xi` is off: the change of its two
+    most probable classes' logits between x and x + xi d_hat, in float64 and in float32
+    (`mode`), and their difference, the quantity the direction's sign follows."""
+    d0 = stateless_standard_normal(x.shape, SEED).numpy()
+    d = direction(model, x, d0, xi, 1, "finite_difference", mode)
+    i = int(np.argmin(cosines(d, reference(weights, x, d0, xi, 1))))
+    r = xi * l2_normalize_per_example(tf.constant(d0[i:i + 1]))
+
+    def changes(logits_fn, dtype):
+        xi_ = tf.constant(x[i:i + 1], dtype)
+        return (logits_fn(xi_ + tf.cast(r, dtype)) - logits_fn(xi_)).numpy()[0], \
+            logits_fn(xi_).numpy()[0]
+    dz64, z64 = changes(lambda z: logits64(weights, z), tf.float64)
+    fn = model if mode == "eager" else tf.function(model, jit_compile=mode == "xla")
+    dz32, _ = changes(fn, tf.float32)
+    a, b = np.argsort(z64)[::-1][:2]
+    return (f"xi={xi:g} ({mode}): worst image {i}, classes {a} / {b} (logits {z64[a]:.2f} / "
+            f"{z64[b]:.2f}): logit changes float64 {dz64[a]:.3g} / {dz64[b]:.3g} "
+            f"(difference {dz64[b] - dz64[a]:.3g}), float32 {dz32[a]:.3g} / {dz32[b]:.3g} "
+            f"(difference {dz32[b] - dz32[a]:.3g})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--modes", default="graph")
     parser.add_argument("--iterations", default="1,3")
+    parser.add_argument("--worst", default="", help="xi values (comma-separated): "
+                        "explain the finite difference's worst image there")
     args = parser.parse_args(argv)
     model, x = trained_model(args.steps)
     p = tf.nn.softmax(model(x)).numpy().max(1)
@@ -153,6 +178,8 @@ def main(argv=None):
     for mode in args.modes.split(","):
         for k in (int(s) for s in args.iterations.split(",")):
             print(table(model, weights, x, k, mode) + "\n", flush=True)
+        for xi in (float(v) for v in args.worst.split(",") if v):
+            print(worst_image(model, weights, x, xi, mode), flush=True)
 
 
 if __name__ == "__main__":

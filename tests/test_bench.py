@@ -338,9 +338,11 @@ def test_vat_hvp_bench_times_both_products(capsys):
 def test_vat_direction_tables_compare_with_float64(mnist_dir, monkeypatch, capsys):
     from bench import vat_direction
     monkeypatch.setattr(vat_direction, "XIS", (1e-2,))
-    vat_direction.main(["--steps=20", "--iterations=1"])
+    vat_direction.main(["--steps=20", "--iterations=1", "--worst=1e-2"])
+    out = capsys.readouterr().out
     rows = {line.split(" | ")[0].strip("| "): line
-            for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+            for line in out.splitlines() if line.startswith("| ")}
+    assert "xi=0.01 (graph): worst image" in out and "float64" in out
     # At xi = 1e-2 both of the products agree with float64.
     for method in ("finite_difference", "exact", "exact, one-hot pool"):
         assert float(rows[method].split(" | ")[1].split()[0]) > 0.99, rows[method]
