@@ -9,7 +9,8 @@ direction after K power iterations (`tfcore.vat.virtual_adversarial_loss(...,
 return_direction=True)`) is compared with the float64 finite difference at the same xi
 (the same weights in float64, plain tf.nn ops), iterated K times: the mean (min) cosine
 per example (0 for a direction that is exactly zero; "n zero" counts them). Rows:
-hvp='finite_difference', hvp='exact', hvp='exact' with the max pool's one-hot gradient
+hvp='finite_difference', hvp='secant' (`VatCNN.secant`), hvp='exact', hvp='exact' with
+the max pool's one-hot gradient
 (`VatCNN(pool_gradient='one_hot')`, the same weights; what `train.vat` uses under XLA),
 and 'autodiff' (the gradient of the KL through tf.nn.log_softmax, tfcore's finite
 difference before issue 17).
@@ -26,11 +27,12 @@ import tensorflow as tf
 from models import vat_cnn
 from tfcore import losses, optimizers
 from tfcore.data.mnist import load_mnist
+from tfcore.secant import secant
 from tfcore.vat import (kl_from_logits, l2_normalize_per_example, stateless_standard_normal,
                         virtual_adversarial_loss)
 
 XIS = (1e-2, 1e-4, 1e-5, 1e-6)
-METHODS = ("autodiff", "finite_difference", "exact", "exact, one-hot pool")
+METHODS = ("autodiff", "finite_difference", "secant", "exact", "exact, one-hot pool")
 SEED = tf.constant([3, 4], tf.int64)
 
 
@@ -102,7 +104,8 @@ def direction(model, x, d0, xi, k, method, mode):
             return _autodiff_direction(model, x, xi, k, tf.constant(d0, tf.float32))
         _, d = virtual_adversarial_loss(model, x, xi=xi, power_iterations=k,
                                         hvp=method.split(",")[0], seed=SEED,
-                                        return_direction=True)
+                                        return_direction=True,
+                                        secant_fn=lambda z, dz: secant(model, z, dz))
         return d
     if mode != "eager":
         fn = tf.function(fn, jit_compile=mode == "xla", autograph=False)

@@ -25,6 +25,7 @@ from tfcore import optimizers
 STEPS = {"plain (CE + entropy)": dict(vat=False),
          "finite_difference": dict(vat=True, hvp="finite_difference", xi=1e-6),
          "exact": dict(vat=True, hvp="exact", xi=1e-6),
+         "secant": dict(vat=True, hvp="secant", xi=1e-6),
          # The max pool's one-hot gradient (train.vat's choice under XLA).
          "finite_difference, one-hot pool": dict(vat=True, hvp="finite_difference", xi=1e-6),
          "exact, one-hot pool": dict(vat=True, hvp="exact", xi=1e-6)}

@@ -53,6 +53,7 @@ from tfcore.flatten import Flatten
 from tfcore.layer import call_accepts, check_positive_int
 from tfcore.max_pool2d import MaxPool2D
 from tfcore.random_translate import random_translate
+from tfcore.secant import secant
 from tfcore.sequential import Sequential
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -158,17 +159,22 @@ def vat_term(model: Callable, x: tf.Tensor, logits: tf.Tensor, seed, *, xi: floa
     dropout_seed = seed if dropout_seed is None else dropout_seed
     calls = [0]
 
-    def logits_fn(x_perturbed):
+    def pass_seed():
         if shared_dropout_mask:
-            s = dropout_seed
-        else:
-            s = _fold(seed, _INDEPENDENT_STREAM + calls[0])
-            calls[0] += 1
-        return _call(model, x_perturbed, s, update_stats=False)
+            return dropout_seed
+        calls[0] += 1
+        return _fold(seed, _INDEPENDENT_STREAM + calls[0] - 1)
+
+    def logits_fn(x_perturbed):
+        return _call(model, x_perturbed, pass_seed(), update_stats=False)
+
+    def secant_fn(x_clean, dx):  # hvp='secant': the same passes, their change propagated
+        kwargs = {"update_stats": False} if call_accepts(model, "update_stats") else {}
+        return secant(model, x_clean, dx, training=True, seed=pass_seed(), **kwargs)
 
     return vat_lib.virtual_adversarial_loss(
         logits_fn, x, logits, xi=xi, eps=eps, power_iterations=power_iterations,
-        hvp=hvp, seed=direction_seed(seed))
+        hvp=hvp, seed=direction_seed(seed), secant_fn=secant_fn)
 
 
 def _replicas() -> int:
@@ -222,9 +228,11 @@ def make_train_step(model: Callable, optimizer, *, vat: bool = True, xi: float =
       eps: adversarial radius (default 1, the write-up's; official 2.1 / 0.3).
       power_iterations: K >= 1 in practice (0: random perturbation), default 1.
       hvp: each power-iteration product H d as a 'finite_difference' of step xi
-        (default, the write-up's) or 'exact' (J^T F J d linearised at x + xi d/|d|,
-        `tfcore.vat.kl_hessian_vector_product`; under XLA, whose own max-pool second
-        derivative is approximate, give the model `pool_gradient='one_hot'`).
+        (default, the write-up's), 'exact' (J^T F J d linearised at x + xi d/|d|;
+        under XLA, whose own max-pool second derivative is approximate, give the model
+        `pool_gradient='one_hot'`) or 'secant' (the finite difference with the
+        logits' change propagated through `model.secant`, `tfcore.secant`); see
+        `tfcore.vat.kl_hessian_vector_product`.
       vat_weight: weight of the VAT term (default 1), >= 0.
       entmin: add the entropy of p(.|x_u) (VAT + EntMin, default False).
       shared_dropout_mask: same dropout mask in the clean and the perturbed passes

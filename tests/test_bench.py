@@ -328,7 +328,7 @@ def test_vat_hvp_bench_times_both_products(capsys):
     from bench import vat_hvp
     ratios = vat_hvp.main(["--rounds=1", "--steps=1"])
     assert set(ratios) == {f"graph/{kind}" for kind in (
-        "plain (CE + entropy)", "finite_difference", "exact",
+        "plain (CE + entropy)", "finite_difference", "exact", "secant",
         "finite_difference, one-hot pool", "exact, one-hot pool")}
     assert ratios["graph/finite_difference"] == 1.0
     assert all(r > 0 for r in ratios.values())

@@ -142,6 +142,15 @@ def test_batch_norm_and_translate_reach_the_model_and_step(small_mnist):
                                data=small_mnist)
 
 
+def test_hvp_secant_trains(small_mnist):
+    cfg = vat.VatConfig(preset="official", num_labeled=20, labeled_batch_size=8,
+                        unlabeled_batch_size=32, steps=3, train_limit=128, hvp="secant",
+                        entmin=True, progress=False, jit="off")
+    m = vat.train_and_evaluate(cfg, None, data=small_mnist)
+    assert m["status"] == "done" and m["config"]["hvp"] == "secant"
+    assert np.all(np.isfinite(m["history"]["vat"])) and min(m["history"]["vat"]) > 0
+
+
 @pytest.mark.parametrize("jit,gradient", [("on", "one_hot"), ("off", "kernel")])
 def test_xla_takes_the_max_pools_one_hot_gradient(jit, gradient):
     # XLA's second derivative of max pooling is inexact (tfcore.max_pool2d); the

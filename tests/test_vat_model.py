@@ -162,7 +162,7 @@ def test_stop_gradient_clean_logits_get_no_vat_gradient():
     assert max(float(tf.reduce_max(tf.abs(g))) for g in g_vars) > 0
 
 
-@pytest.mark.parametrize("hvp", ["finite_difference", "exact"])
+@pytest.mark.parametrize("hvp", ["finite_difference", "exact", "secant"])
 def test_dropout_mask_shared_when_asked(hvp):
     x, _ = _batch(8)
     model = vat_cnn.VatCNN(dropout=True)
@@ -189,7 +189,8 @@ def _stats(model):
 
 
 @pytest.mark.parametrize("semi,hvp", [(False, "finite_difference"),
-                                      (True, "finite_difference"), (True, "exact")])
+                                      (True, "finite_difference"), (True, "exact"),
+                                      (True, "secant")])
 def test_perturbed_passes_leave_batchnorm_statistics(semi, hvp):
     """The moving statistics after a VAT step == after a CE-only step (one update by
     the labeled pass); the clean unlabeled and the perturbed passes do not update.

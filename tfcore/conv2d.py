@@ -53,6 +53,7 @@ from tfcore.conv2d_bias_relu import (check_fused_gradient, conv2d_bias_relu,
                                      use_fused_gradient)
 from tfcore.conv_base import ConvBase
 from tfcore.layer import add_bias
+from tfcore.secant import activation_secant
 
 IntOr2 = Union[int, Sequence[int]]
 
@@ -214,12 +215,23 @@ class Conv2D(ConvBase):
         if algorithm == "conv" and self.uses_fused_gradient():
             return conv2d_bias_relu(x, self.kernel, self.bias, self.strides,
                                     self.padding.upper())
-        if algorithm == "shift_add":
-            y = shift_add_conv2d(x, self.kernel, self.padding)
-        else:
-            y = tf.nn.convolution(x, self.kernel, strides=self.strides,
-                                  padding=self.padding.upper(),
-                                  dilations=self.dilation_rate)
+        y = self._linear(x, algorithm)
         if self.use_bias:
             y = add_bias(y, self.bias)
         return self.activation(y)
+
+    def _linear(self, x: tf.Tensor, algorithm: str) -> tf.Tensor:
+        """The convolution alone (no bias, no activation), per `algorithm`."""
+        if algorithm == "shift_add":
+            return shift_add_conv2d(x, self.kernel, self.padding)
+        return tf.nn.convolution(x, self.kernel, strides=self.strides,
+                                 padding=self.padding.upper(), dilations=self.dilation_rate)
+
+    def secant(self, x: tf.Tensor, dx: tf.Tensor, training: bool = False, seed=None):
+        """(y, dy) with dy = conv(dx) through the activation (`tfcore.secant`)."""
+        self.ensure_built(x)
+        algorithm = self.resolved_algorithm(x.shape)
+        z = self._linear(x, algorithm)
+        if self.use_bias:
+            z = add_bias(z, self.bias)
+        return activation_secant(self.activation, z, self._linear(dx, algorithm))

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tfcore import activations, checks, initializers
 from tfcore.layer import add_bias, Layer
+from tfcore.secant import activation_secant
 
 
 class Dense(Layer):
@@ -28,11 +29,22 @@ class Dense(Layer):
         if self.use_bias:
             self.bias = self.add_weight("bias", [self.units], self.bias_initializer)
 
-    def call(self, x, training=False, seed=None):
+    def _linear(self, x):
+        """x [..., in] @ kernel -> [..., units] (no bias)."""
         if x.shape.rank == 2:
-            y = tf.linalg.matmul(x, self.kernel)
-        else:
-            y = tf.tensordot(x, self.kernel, axes=[[x.shape.rank - 1], [0]])
+            return tf.linalg.matmul(x, self.kernel)
+        return tf.tensordot(x, self.kernel, axes=[[x.shape.rank - 1], [0]])
+
+    def call(self, x, training=False, seed=None):
+        y = self._linear(x)
         if self.use_bias:
             y = add_bias(y, self.bias)
         return self.activation(y)
+
+    def secant(self, x, dx, training=False, seed=None):
+        """(y, dy) with dy = dx @ kernel through the activation (`tfcore.secant`)."""
+        self.ensure_built(x)
+        z = self._linear(x)
+        if self.use_bias:
+            z = add_bias(z, self.bias)
+        return activation_secant(self.activation, z, self._linear(dx))

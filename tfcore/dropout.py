@@ -118,3 +118,11 @@ class Dropout(Layer):
         if seed is None:
             seed = self.generator.make_seeds(1)[:, 0]
         return dropout(x, self.rate, seed, self.noise_shape)
+
+    def secant(self, x: tf.Tensor, dx: tf.Tensor, training: bool = False, seed=None):
+        """(dropout(x), dropout(dx)) with one mask: linear given it (`tfcore.secant`)."""
+        self.ensure_built(x)
+        if training and self.rate and seed is None:
+            seed = self.generator.make_seeds(1)[:, 0]
+        return (self(x, training=training, seed=seed),
+                self(dx, training=training, seed=seed))

@@ -39,3 +39,7 @@ class Flatten(Layer):
         flat_dim = self._flat_dim(x.shape)
         batch = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
         return tf.reshape(x, [batch, flat_dim])
+
+    def secant(self, x: tf.Tensor, dx: tf.Tensor, training: bool = False, seed=None):
+        """(flatten(x), flatten(dx)): a reshape is linear (`tfcore.secant`)."""
+        return self(x), self(dx)

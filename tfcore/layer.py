@@ -23,6 +23,10 @@ ops. Its contract, which every block follows:
   perturbed passes need). Containers (`Sequential`, models) forward such a keyword
   only to children that declare it, tested with `call_accepts(child, name)`; a
   container that declares it itself (Sequential does) thus forwards it recursively.
+* `secant(x, dx, training=, seed=, **kwargs)` -> (self(x), self(x + dx) - self(x)):
+  by subtraction by default; blocks that can propagate the difference exactly
+  (linear maps, relu, max pooling, dropout's mask, Sequential) override it
+  (`tfcore.secant`, VAT's hvp='secant').
 """
 from __future__ import annotations
 
@@ -49,6 +53,13 @@ class Layer(tf.Module):
     def call(self, x, training: bool = False, seed=None):
         raise NotImplementedError
 
+    def secant(self, x, dx, training: bool = False, seed=None, **kwargs):
+        """(self(x), self(x + dx) - self(x)) (`tfcore.secant`): by subtraction here;
+        blocks that can propagate the difference override it. Both calls take the same
+        `training`, `seed` and `kwargs` (so the same dropout mask)."""
+        y = self(x, training=training, seed=seed, **kwargs)
+        return y, self(x + dx, training=training, seed=seed, **kwargs) - y
+
     # -- shared machinery -------------------------------------------------------
     def __call__(self, x, training: bool = False, seed=None, **kwargs):
         """Builds on the first call, then `call(x, training=, seed=, **kwargs)`.
@@ -56,12 +67,16 @@ class Layer(tf.Module):
         `kwargs` (e.g. `update_stats=False`) go to `call` as they are; a layer whose
         `call` does not declare one raises the usual TypeError.
         """
+        self.ensure_built(x)
+        return self.call(x, training=training, seed=seed, **kwargs)
+
+    def ensure_built(self, x) -> None:
+        """Builds from x's static shape (a tensor or a list of them) if not built yet."""
         if not self.built:
             shape = x.shape if not isinstance(x, (list, tuple)) else [t.shape for t in x]
             with self.name_scope:
                 self.build(shape)
             self.built = True
-        return self.call(x, training=training, seed=seed, **kwargs)
 
     def add_weight(self, name: str, shape: Sequence[int], initializer="zeros",
                    trainable: bool = True, dtype=tf.float32) -> tf.Variable:

@@ -136,3 +136,15 @@ class MaxPool2D(Pool2D):
         if self.gradient == "kernel" or x.shape.rank != 4:
             return super().call(x)
         return one_hot_max_pool2d(x, self.pool_size, self.padding)
+
+    def secant(self, x: tf.Tensor, dx: tf.Tensor, training: bool = False, seed=None):
+        """(y, dy): dy = max((x - M) + dx) per window of maximum M (`tfcore.secant`);
+        for non-overlapping windows that need no padding (else by subtraction)."""
+        (ph, pw), (h, w) = self.pool_size, x.shape[1:3] if x.shape.rank == 4 else (None,) * 2
+        if (self.strides != self.pool_size or h is None or w is None
+                or (self.padding == "same" and (h % ph or w % pw))):
+            return super().secant(x, dx, training=training, seed=seed)
+        y = self(x)
+        x, dx = x[:, :h - h % ph, :w - w % pw, :], dx[:, :h - h % ph, :w - w % pw, :]
+        window_max = tf.repeat(tf.repeat(y, ph, axis=1), pw, axis=2)
+        return y, self((x - window_max) + dx)

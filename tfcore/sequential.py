@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 import tensorflow as tf
 
 from tfcore.layer import Layer, call_accepts, fold_seed
+from tfcore.secant import secant
 
 
 class Sequential(Layer):
@@ -53,3 +54,18 @@ class Sequential(Layer):
             else:
                 x = layer(x)
         return x
+
+    def secant(self, x: tf.Tensor, dx: tf.Tensor, training: bool = False, seed=None,
+               update_stats: bool = True):
+        """(y, dy), dy = self(x + dx) - self(x), propagated child by child
+        (`tfcore.secant`), each child with the seed and keywords `call` gives it."""
+        self.ensure_built(x)
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Layer):
+                kwargs = {"update_stats": update_stats} if call_accepts(
+                    layer, "update_stats") else {}
+                x, dx = layer.secant(x, dx, training=training, seed=fold_seed(seed, i),
+                                     **kwargs)
+            else:
+                x, dx = secant(layer, x, dx)
+        return x, dx

@@ -12,7 +12,7 @@ With p(y | x) = softmax(logits_fn(x)), the VAT loss of a batch is
 where d approximates the dominant eigenvector of the Hessian H of
 D(r) = sum_i KL(p(. | x_i) || p(. | x_i + r_i)) at r = 0, found by K power
 iterations d_{k+1} = H d_k / ||d_k|| from d_0 ~ N(0, I). Each product H d_k is taken
-at r = xi * d_k / ||d_k||_2 (`kl_hessian_vector_product`), in one of two ways (`hvp`):
+at r = xi * d_k / ||d_k||_2 (`kl_hessian_vector_product`), in one of three ways (`hvp`):
 
 * 'finite_difference' (the paper's and the official code's): since grad D(0) = 0,
       H d  ~  grad_r D(r) / xi  =  J^T (softmax(q) - p) / xi,
@@ -25,12 +25,19 @@ at r = xi * d_k / ||d_k||_2 (`kl_hessian_vector_product`), in one of two ways (`
   closed form (`fisher_vector_product`), J^T by one more reverse-mode product; J is
   linearised at x + r, where ReLU and max-pool ties (MNIST's blank background) are
   broken as the finite difference breaks them.
+* 'secant': the finite difference again, with the logits' change q - p_logits not
+  from subtracting two forward passes (in float32 their rounding, ~1e-6 of logits of
+  size ~10, swamps the change at a small xi) but propagated layer by layer through a
+  `secant_fn(x, r) -> (logits, change)` (`tfcore.secant`, e.g. a Sequential's
+  `secant`); softmax(q) - p then comes from that change
+  (`kl_gradient_from_logit_change`), and J^T by backpropagating through the change.
 
 Only the perturbed forward pass p(. | x + r_adv) carries gradients: p(. | x) and
 r_adv are held fixed (stop_gradient), as in the paper and the official code.
 
 Pure functions, no state: `virtual_adversarial_loss`, `kl_hessian_vector_product`,
-`kl_gradient_from_logits`, `fisher_vector_product`, `l2_normalize_per_example`,
+`kl_gradient_from_logits`, `kl_gradient_from_logit_change`, `fisher_vector_product`,
+`l2_normalize_per_example`,
 `kl_from_logits`, `entropy_loss` (for VAT + entropy minimisation) and
 `stateless_standard_normal` (the seeded draw of d, identical under XLA).
 """
@@ -44,7 +51,7 @@ import tensorflow as tf
 from tfcore.checks import check_choice
 from tfcore.losses import entropy_from_logits, kl_divergence_from_logits
 
-HVP_METHODS = ("finite_difference", "exact")
+HVP_METHODS = ("finite_difference", "exact", "secant")
 _ZERO = tf.UnconnectedGradients.ZERO
 
 
@@ -143,6 +150,31 @@ def kl_gradient_from_logits(p_logits, q_logits) -> tf.Tensor:
     top = _top_class(p + q)
     rest = (q - p) * (1.0 - top)
     return rest - top * tf.reduce_sum(rest, axis=-1, keepdims=True)
+
+
+def kl_gradient_from_logit_change(p_logits, dz) -> tf.Tensor:
+    """`kl_gradient_from_logits(p_logits, p_logits + dz)` from the change dz itself.
+
+        q_c - p_c = p_c expm1(dz_c - L),   L = log sum_c p_c exp(dz_c)
+                                              = log1p(sum_c p_c expm1(dz_c)),
+
+    accurate relative to |dz| however small it is (no softmax of p_logits + dz, whose
+    float32 rounding is ~1e-7 absolute), with the top class of p taking minus the sum
+    of the others, as in `kl_gradient_from_logits`.
+
+    Args:
+      p_logits: [..., classes] logits of p (constants).
+      dz: [..., classes] change of the logits (q's logits minus p's), same shape.
+
+    Returns:
+      g = softmax(p_logits + dz) - softmax(p_logits), the shape of dz.
+    """
+    p_logits = _float_logits(p_logits, "p_logits")
+    dz = tf.cast(_float_logits(dz, "dz"), p_logits.dtype)
+    p = tf.nn.softmax(p_logits, axis=-1)
+    shift = tf.math.log1p(tf.reduce_sum(p * tf.math.expm1(dz), axis=-1, keepdims=True))
+    rest = p * tf.math.expm1(dz - shift) * (1.0 - _top_class(p))
+    return rest - _top_class(p) * tf.reduce_sum(rest, axis=-1, keepdims=True)
 
 
 def fisher_vector_product(q_logits, v) -> tf.Tensor:
@@ -248,6 +280,13 @@ def _check_scalar(value, what: str, allow_zero: bool):
     return value
 
 
+def _check_hvp(hvp, secant_fn) -> None:
+    check_choice(hvp, "hvp", HVP_METHODS)
+    if hvp == "secant" and not callable(secant_fn):
+        raise ValueError(f"hvp='secant' needs a callable secant_fn (x, dx) -> (logits, "
+                         f"change of the logits), got {secant_fn!r}")
+
+
 def _check_seed(seed):
     if seed is None:
         return None
@@ -279,12 +318,26 @@ def _jacobian_vector_product(tape: tf.GradientTape, y: tf.Tensor, x: tf.Tensor,
                           unconnected_gradients=_ZERO)
 
 
+def _secant_product(secant_fn, x: tf.Tensor, p_logits: tf.Tensor, r: tf.Tensor,
+                    xi) -> tf.Tensor:
+    """hvp='secant': J^T kl_gradient_from_logit_change(p, dz) / xi, dz = secant_fn's."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(r)
+        _, dz = secant_fn(x, r)
+        dz = _float_logits(dz, "secant_fn's change")
+    u = kl_gradient_from_logit_change(p_logits, dz) / tf.cast(xi, dz.dtype)
+    return tape.gradient(dz, r, output_gradients=tf.stop_gradient(u),
+                         unconnected_gradients=_ZERO)
+
+
 def _hessian_vector_product(logits_fn, x: tf.Tensor, p_logits: tf.Tensor, d: tf.Tensor,
-                            xi, hvp: str) -> tf.Tensor:
+                            xi, hvp: str, secant_fn=None) -> tf.Tensor:
     """`kl_hessian_vector_product` on checked arguments (x a floating tensor)."""
     xi = tf.cast(xi, x.dtype)
     d_hat = l2_normalize_per_example(tf.cast(d, x.dtype))
     r = xi * d_hat
+    if hvp == "secant":
+        return _secant_product(secant_fn, x, p_logits, r, xi)
     with tf.GradientTape(watch_accessed_variables=False, persistent=hvp == "exact") as tape:
         tape.watch(r)
         q_logits = _float_logits(logits_fn(x + r), "logits_fn(x + r)")
@@ -298,7 +351,8 @@ def _hessian_vector_product(logits_fn, x: tf.Tensor, p_logits: tf.Tensor, d: tf.
 
 
 def kl_hessian_vector_product(logits_fn: Callable[[tf.Tensor], tf.Tensor], x, p_logits,
-                              d, *, xi, hvp: str = "finite_difference") -> tf.Tensor:
+                              d, *, xi, hvp: str = "finite_difference",
+                              secant_fn=None) -> tf.Tensor:
     """H d_hat for H the Hessian of D(r) = sum_i KL(p_i || softmax(logits_fn(x + r))_i).
 
     d_hat = l2_normalize_per_example(d), r = xi * d_hat, q = logits_fn(x + r) and
@@ -310,6 +364,9 @@ def kl_hessian_vector_product(logits_fn: Callable[[tf.Tensor], tf.Tensor], x, p_
         'exact':              J^T F J d_hat, F per position from `fisher_vector_product`
                               at q (the exact Hessian at x + r when logits_fn is
                               piecewise linear in x, its Gauss-Newton part otherwise)
+        'secant':             J^T g / xi as 'finite_difference', with
+                              g = kl_gradient_from_logit_change(p_logits, dz) and
+                              (_, dz) = secant_fn(x, r), J^T through dz
 
     Each costs one forward pass at x + r and one reverse-mode product; 'exact' adds
     the forward-mode product J d_hat (`_jacobian_vector_product`). One power
@@ -330,20 +387,25 @@ def kl_hessian_vector_product(logits_fn: Callable[[tf.Tensor], tf.Tensor], x, p_
         by 'exact', which takes F at q).
       d: [batch, ...] direction, the shape of x (any per-example scale).
       xi: step / linearisation distance, > 0 (a number or a scalar tensor).
-      hvp: 'finite_difference' (default) or 'exact'.
+      hvp: 'finite_difference' (default), 'exact' or 'secant'.
+      secant_fn: for 'secant' (required there): (x, dx) -> (logits_fn(x),
+        logits_fn(x + dx) - logits_fn(x)), e.g. `tfcore.secant.secant(model, x, dx,
+        training=..., seed=...)` with the arguments logits_fn closes over.
 
     Returns:
       H d_hat, the shape and dtype of x (zero where the logits do not depend on x).
 
     Raises:
-      ValueError: a bad xi or hvp, or an x that is not floating.
+      ValueError: a bad xi or hvp, 'secant' without a secant_fn, or an x that is not
+        floating.
     """
     _check_scalar(xi, "xi", allow_zero=False)
-    check_choice(hvp, "hvp", HVP_METHODS)
+    _check_hvp(hvp, secant_fn)
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         raise ValueError(f"x must be a floating tensor, got dtype {x.dtype.name!r}")
-    return _hessian_vector_product(logits_fn, x, tf.stop_gradient(p_logits), d, xi, hvp)
+    return _hessian_vector_product(logits_fn, x, tf.stop_gradient(p_logits), d, xi, hvp,
+                                   secant_fn)
 
 
 def virtual_adversarial_loss(
@@ -357,6 +419,7 @@ def virtual_adversarial_loss(
         hvp: str = "finite_difference",
         seed=None,
         return_direction: bool = False,
+        secant_fn=None,
 ) -> Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]:
     """The VAT loss: mean_i KL(p(. | x_i) || p(. | x_i + eps * d_i)).
 
@@ -401,7 +464,7 @@ def virtual_adversarial_loss(
     Defaults: xi=10, eps=1, one power iteration, the finite difference (the issue's
     write-up). The official code's settings, as quoted in the issue: xi=1e-6 (a true
     finite difference, below float32's resolution on a confident model: use
-    hvp='exact' for such a small xi), eps=2.1 for MNIST with all labels and eps=0.3
+    hvp='secant' or 'exact' for such a small xi), eps=2.1 for MNIST with all labels and eps=0.3
     for MNIST with 100 labels.
 
     Works eagerly, under `tf.function` and `tf.function(jit_compile=True)` (but see
@@ -421,18 +484,21 @@ def virtual_adversarial_loss(
       eps: norm of the adversarial perturbation r_adv, >= 0 (number or scalar tensor).
       power_iterations: K >= 0; 0 gives a random direction (the paper's "RPT" baseline).
       hvp: how each power-iteration product H d is computed: 'finite_difference'
-        (default) or 'exact' (see `kl_hessian_vector_product`).
+        (default), 'exact' or 'secant' (see `kl_hessian_vector_product`).
       seed: optional stateless seed, int32/int64 of shape [2]; same seed, same d, also
         across eager, `tf.function` and XLA (see `stateless_standard_normal`).
       return_direction: also return the unit direction d (shape of x, stop_gradient'ed,
         each example of L2 norm 1, or 0 where the model ignores x).
+      secant_fn: for hvp='secant' (required there): (x, dx) -> (logits, change), see
+        `kl_hessian_vector_product`.
 
     Returns:
       The scalar loss (float32 for half-precision logits, else the logits' dtype), or
       `(loss, direction)` when `return_direction`.
 
     Raises:
-      ValueError: bad xi, eps, power_iterations, hvp, seed, or an input of unknown rank.
+      ValueError: bad xi, eps, power_iterations, hvp (or 'secant' without secant_fn),
+        seed, or an input of unknown rank.
     """
     if not callable(logits_fn):
         raise ValueError(f"logits_fn must be callable, got {logits_fn!r}")
@@ -441,7 +507,7 @@ def virtual_adversarial_loss(
     if (isinstance(power_iterations, bool) or not isinstance(power_iterations, int)
             or power_iterations < 0):
         raise ValueError(f"power_iterations must be an integer >= 0, got {power_iterations!r}")
-    check_choice(hvp, "hvp", HVP_METHODS)
+    _check_hvp(hvp, secant_fn)
     seed = _check_seed(seed)
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
@@ -458,7 +524,8 @@ def virtual_adversarial_loss(
     else:
         d = stateless_standard_normal(tf.shape(x), seed, dtype=x.dtype)
     for _ in range(power_iterations):
-        d = tf.stop_gradient(_hessian_vector_product(logits_fn, x, p_logits, d, xi, hvp))
+        d = tf.stop_gradient(_hessian_vector_product(logits_fn, x, p_logits, d, xi, hvp,
+                                                     secant_fn))
     direction = tf.stop_gradient(l2_normalize_per_example(d))
     r_adv = tf.cast(eps, x.dtype) * direction
     loss = kl_from_logits(p_logits, logits_fn(x + r_adv), reduction="mean")

@@ -52,6 +52,7 @@ import tensorflow as tf
 
 from models import vat_cnn
 from tfcore import checks, optimizers
+from tfcore import vat as vat_loss
 from tfcore import data as tfdata
 from tfcore.training import callbacks as tfcallbacks
 from tfcore.training import distribute, loop, lr_schedule, options
@@ -61,7 +62,7 @@ from tfcore.training.run import Export, Run, TrainOptions
 
 BINARY = "train.vat"
 PRESETS = ("writeup", "official")
-HVPS = ("finite_difference", "exact")
+HVPS = vat_loss.HVP_METHODS
 WRITEUP = {"xi": 10.0, "eps": 1.0, "optimizer": "adadelta", "learning_rate": 1.0}
 OFFICIAL = {"xi": 1e-6, "eps": 2.1, "eps_semi_supervised": 0.3, "optimizer": "adam",
             "learning_rate": 1e-3}
@@ -94,8 +95,10 @@ class VatConfig(TrainOptions):
     power_iterations: int = option(1, "Power iterations K (0: a random direction).",
                                    low=0)
     hvp: str = option("finite_difference", "Power-iteration product H d: a finite "
-                      "difference of step --xi (the write-up's), or exact (J^T F J d, "
-                      "linearised at x + xi d/|d|).", choices=HVPS)
+                      "difference of step --xi (the write-up's), exact (J^T F J d, "
+                      "linearised at x + xi d/|d|), or secant (the finite difference "
+                      "with the logits' change propagated layer by layer: accurate in "
+                      "float32 at any --xi).", choices=HVPS)
     vat_weight: float = option(1.0, "Weight of the VAT term.", low=0)
     entmin: bool = option(False, "Add the entropy of the unlabeled predictions (VAT + "
                           "EntMin).")
