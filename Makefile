@@ -42,6 +42,7 @@ vat100: $(STAMP)
 # pairs, a random and the exact direction on 3 each, one after another (~3 hours on CPU).
 vat100-table: $(STAMP)
 	PY=$(PY) sh bench/vat100_table.sh runs/vat100_table
+	$(PY) -m bench.vat100_report runs/vat100_table
 
 ae-table: $(STAMP)
 	$(PY) -m train.ae_table --workdir=runs/ae_table

@@ -346,3 +346,21 @@ def test_vat_direction_tables_compare_with_float64(mnist_dir, monkeypatch, capsy
     # At xi = 1e-2 both of the products agree with float64.
     for method in ("finite_difference", "exact", "exact, one-hot pool"):
         assert float(rows[method].split(" | ")[1].split()[0]) > 0.99, rows[method]
+
+
+def test_vat100_report_tables_finished_runs(tmp_path, capsys):
+    from bench import vat100_report
+    runs = {"recipe_s0p0": (0.0125, "done"), "recipe_s0p1": (0.0225, "done"),
+            "random_s0p0": (0.0658, "done"), "exact_s1p0": (0.02, "running")}
+    for name, (error, status) in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(
+            {"status": status, "test_error": error, "split_digest": "abc",
+             "train_seconds": 600.0, "steps_per_second": 11.7}))
+    (tmp_path / "not_a_run").mkdir()
+    text = vat100_report.main([str(tmp_path)])
+    assert "| recipe | 0 | 1 (`abc`) | 2.25 % | 10.0 (11.7) |" in text
+    assert "| exact | 1 | 0 | (not finished) | |" in text
+    assert "| 2 | 1.75 % | 0.71 | 1.25-2.25 % |" in text  # the recipe's mean, sd, range
+    assert "| 1 | 6.58 % | - | 6.58-6.58 % |" in text
+    assert "not_a_run" not in capsys.readouterr().out
