@@ -39,7 +39,8 @@ vat100: $(STAMP)
 	    --dropout=false --entmin --translate=2 --eps=1.5 --epochs=15
 
 # The 100-label table of docs/vat_direction.md: the recipe on 5 (seed, labeled subset)
-# pairs, a random and the exact direction on 3 each, one after another (~3 hours on CPU).
+# pairs, a random, the exact and the secant direction on 3 each, one after another
+# (~3.5 hours on CPU).
 vat100-table: $(STAMP)
 	PY=$(PY) sh bench/vat100_table.sh runs/vat100_table
 	$(PY) -m bench.vat100_report runs/vat100_table

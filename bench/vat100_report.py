@@ -19,7 +19,8 @@ from typing import Dict, List
 NAME = re.compile(r"^(?P<direction>[a-z_]+)_s(?P<seed>\d+)p(?P<subset>\d+)$")
 DIRECTIONS = {"recipe": "the recipe (official xi = 1e-6 finite difference, eps 1.5)",
               "random": "random direction (`--power_iterations=0`)",
-              "exact": "accurate direction (`--hvp=exact`, eps 0.5)"}
+              "exact": "accurate direction (`--hvp=exact`, eps 0.5)",
+              "secant": "accurate finite difference (`--hvp=secant`, eps 0.5)"}
 
 
 def load_runs(runs_dir: str) -> List[Dict]:

@@ -1,10 +1,11 @@
 #!/bin/sh
 # The 100-label table of docs/vat_direction.md: the recipe (`make vat100`, the official
 # xi = 1e-6 finite difference) on 5 (seed, labeled subset) pairs, and with the same recipe
-# a random direction (--power_iterations=0) and the accurate one (--hvp=exact, eps 0.5, its
-# best on the validation split) on 3 pairs each. One run after another (the machine has 2
+# a random direction (--power_iterations=0), the accurate one (--hvp=exact, eps 0.5, its
+# best on the validation split) and the accurate finite difference (--hvp=secant, eps 0.5,
+# its best there) on 3 pairs each. One run after another (the machine has 2
 # cores); a finished run (metrics.json "status": "done") is skipped, so rerunning resumes.
-# Usage: sh bench/vat100_table.sh [RUNS_DIR]   (default runs/vat100_table; ~2-3 hours on CPU)
+# Usage: sh bench/vat100_table.sh [RUNS_DIR]   (default runs/vat100_table; ~3.5 hours on CPU)
 set -eu
 PY=${PY:-.venv/bin/python}
 OUT=${1:-runs/vat100_table}
@@ -18,12 +19,13 @@ run() {  # run NAME SEED SPLIT FLAGS...
     $PY -m train.vat --workdir="$dir" $RECIPE --seed="$seed" --split_seed="$split" --progress=false "$@"
 }
 
-# Interleaved so that a partial table already compares the three directions.
+# Interleaved so that a partial table already compares the four directions.
 for pair in "0 0" "0 1" "1 0"; do
     set -- $pair
     run recipe "$1" "$2" --eps=1.5
     run random "$1" "$2" --eps=1.5 --power_iterations=0
     run exact "$1" "$2" --eps=0.5 --hvp=exact
+    run secant "$1" "$2" --eps=0.5 --hvp=secant
 done
 run recipe 0 2 --eps=1.5
 run recipe 2 0 --eps=1.5

@@ -369,10 +369,11 @@ def test_vat100_table_script_runs_the_make_vat100_recipe():
     recipe = set(script.split('RECIPE="', 1)[1].split('"', 1)[0].split())
     rows = {line.split()[1]: set(line.split()[4:]) for line in script.splitlines()
             if line.strip().startswith("run ") and "$" in line}
-    assert set(rows) == {"recipe", "random", "exact"}, rows
+    assert set(rows) == {"recipe", "random", "exact", "secant"}, rows
     assert recipe | rows["recipe"] == make_args | {"--test_each_epoch"}
     assert rows["random"] - rows["recipe"] == {"--power_iterations=0"}
     assert rows["exact"] == {"--eps=0.5", "--hvp=exact"}
+    assert rows["secant"] == {"--eps=0.5", "--hvp=secant"}
     for extra in rows.values():  # every flag is one train.vat takes
         _config(sorted(recipe | extra)).resolved()
 
