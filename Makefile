@@ -9,7 +9,7 @@ endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 WORKDIR ?= runs/vat
 
-.PHONY: venv run test bench vat-table vat100 vat100-table ae-table clean
+.PHONY: venv run test bench vat-table vat100 vat100-search vat100-table ae-table clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,12 @@ vat-table: $(STAMP)
 vat100: $(STAMP)
 	$(PY) -m train.vat --workdir=runs/vat100_entmin --num_labeled=100 --preset=official --vat \
 	    --dropout=false --entmin --translate=2 --eps=1.5 --epochs=15
+
+# The recipe search of docs/vat_direction.md: the recipe on the validation split with one
+# direction, eps, iteration count or VAT weight changed per row (~15 minutes a row).
+vat100-search: $(STAMP)
+	PY=$(PY) sh bench/vat100_search.sh runs/vat100_search
+	$(PY) -m bench.vat100_report --val runs/vat100_search
 
 # The 100-label table of docs/vat_direction.md: the recipe on 5 (seed, labeled subset)
 # pairs, a random, the exact and the secant direction on 3 each, one after another

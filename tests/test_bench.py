@@ -348,19 +348,61 @@ def test_vat_direction_tables_compare_with_float64(mnist_dir, monkeypatch, capsy
         assert float(rows[method].split(" | ")[1].split()[0]) > 0.99, rows[method]
 
 
+_VAT100_CONFIG = {"hvp": "finite_difference", "xi": 1e-6, "eps": 1.5,
+                  "power_iterations": 1, "vat_weight": 1.0}
+
+
+def _vat100_run(path, status, **metrics):
+    path.mkdir()
+    path.joinpath("metrics.json").write_text(json.dumps(
+        {"status": status, "split_digest": "abc", "train_seconds": 600.0,
+         "steps_per_second": 11.7, **metrics}))
+
+
 def test_vat100_report_tables_finished_runs(tmp_path, capsys):
     from bench import vat100_report
-    runs = {"recipe_s0p0": (0.0125, "done"), "recipe_s0p1": (0.0225, "done"),
-            "random_s0p0": (0.0658, "done"), "exact_s1p0": (0.02, "running")}
-    for name, (error, status) in runs.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.json").write_text(json.dumps(
-            {"status": status, "test_error": error, "split_digest": "abc",
-             "train_seconds": 600.0, "steps_per_second": 11.7}))
+    random = dict(_VAT100_CONFIG, power_iterations=0)
+    runs = {"recipe_s0p0": (0.0125, "done", _VAT100_CONFIG),
+            "recipe_s0p1": (0.0225, "done", _VAT100_CONFIG),
+            "random_s0p0": (0.0658, "done", random),
+            "exact_s1p0": (0.02, "running", None)}
+    for name, (error, status, config) in runs.items():
+        _vat100_run(tmp_path / name, status, test_error=error, config=config)
     (tmp_path / "not_a_run").mkdir()
     text = vat100_report.main([str(tmp_path)])
     assert "| recipe | 0 | 1 (`abc`) | 2.25 % | 10.0 (11.7) |" in text
     assert "| exact | 1 | 0 | (not finished) | |" in text
-    assert "| 2 | 1.75 % | 0.71 | 1.25-2.25 % |" in text  # the recipe's mean, sd, range
-    assert "| 1 | 6.58 % | - | 6.58-6.58 % |" in text
+    # The labels come from each run's config.
+    assert ("| recipe: finite difference at xi = 1e-06, eps 1.5 | 2 | 1.75 % | 0.71 | "
+            "1.25-2.25 % |") in text
+    assert ("| random: random direction (`--power_iterations=0`), eps 1.5 | 1 | 6.58 % | - | "
+            "6.58-6.58 % |") in text
     assert "not_a_run" not in capsys.readouterr().out
+
+
+def test_vat100_report_describes_each_direction_from_its_config():
+    from bench.vat100_report import describe
+    assert describe(None) is None
+    assert describe(dict(_VAT100_CONFIG, hvp="exact", eps=0.5)) == (
+        "accurate direction (`--hvp=exact`), eps 0.5")
+    assert describe(dict(_VAT100_CONFIG, hvp="secant", eps=0.25, power_iterations=2,
+                         vat_weight=2.0)) == (
+        "accurate finite difference (`--hvp=secant`), eps 0.25, 2 power iterations, "
+        "VAT weight 2")
+
+
+def test_vat100_report_val_table_ranks_by_last_validation_accuracy(tmp_path):
+    from bench import vat100_report
+    hist = {"a": [0.90, 0.97, 0.96], "b": [0.95, 0.96, 0.975]}
+    for name, val in hist.items():
+        _vat100_run(tmp_path / name, "done", config=dict(_VAT100_CONFIG, eps=len(name)),
+                    history={"val_accuracy": val, "test_accuracy": [0.9, 0.95, 0.98]})
+    _vat100_run(tmp_path / "c", "running")
+    (tmp_path / "no_metrics").mkdir()
+    lines = vat100_report.main(["--val", str(tmp_path)]).splitlines()
+    rows = [line.split(" | ")[0] for line in lines[2:]]
+    assert rows == ["| b", "| a", "| c"], lines   # b's last epoch is the higher one
+    assert lines[3] == ("| a | finite difference at xi = 1e-06, eps 1 | 96.00 % / 97.00 %, 2 | "
+                        "2.00 % | 10.0 (11.7) |")
+    assert lines[4] == "| c | | (not finished) | | |"
+    assert "WARNING" not in "\n".join(lines)

@@ -5,6 +5,7 @@ table's formatting."""
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -376,6 +377,33 @@ def test_vat100_table_script_runs_the_make_vat100_recipe():
     assert rows["secant"] == {"--eps=0.5", "--hvp=secant"}
     for extra in rows.values():  # every flag is one train.vat takes
         _config(sorted(recipe | extra)).resolved()
+
+
+def test_vat100_search_script_is_the_recipe_on_the_validation_split():
+    """bench/vat100_search.sh: `make vat100`'s recipe on the validation split (seed 0,
+    subset 0), each row changing only the direction, eps, iterations or VAT weight."""
+    makefile = open(os.path.join(ROOT, "Makefile")).read().replace("\\\n", " ")
+    make_args = {a for a in makefile.split("\nvat100:", 1)[1].split("\n")[1].split()
+                 if a.startswith("--") and not a.startswith("--workdir")}
+    script = open(os.path.join(ROOT, "bench", "vat100_search.sh")).read()
+    recipe = set(script.split('RECIPE="', 1)[1].split('"', 1)[0].split())
+    rows = {line.split()[1]: line.split()[2:] for line in script.splitlines()
+            if line.startswith("row ")}
+    assert recipe | set(rows["recipe"]) == make_args | {
+        "--test_each_epoch", "--val_size=5000", "--seed=0", "--split_seed=0"}
+    assert len(rows) >= 10 and {"random", "exact_eps0.5", "secant_eps0.5"} <= set(rows)
+    base = _config(sorted(recipe | set(rows["recipe"]))).resolved()
+    for name, extra in rows.items():
+        cfg = _config(sorted(recipe) + extra).resolved()   # every flag is train.vat's
+        changed = {f for f in ("hvp", "eps", "power_iterations", "vat_weight")
+                   if getattr(cfg, f) != getattr(base, f)}
+        assert all(getattr(cfg, f) == getattr(base, f) for f in vars(base)
+                   if f not in changed), name
+        if name != "recipe":
+            assert changed, name
+        if name.startswith(("exact", "secant")):   # the name says the direction and eps
+            eps = float(re.search(r"_eps([0-9.]+)", name).group(1))
+            assert (cfg.hvp, cfg.eps) == (name.split("_")[0], eps), name
 
 
 class _StartWeights(tfcallbacks.Callback):
