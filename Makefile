@@ -39,7 +39,7 @@ vat100: $(STAMP)
 	    --dropout=false --entmin --translate=2 --eps=1.5 --epochs=15
 
 # The recipe search of docs/vat_direction.md: the recipe on the validation split with one
-# direction, eps, iteration count or VAT weight changed per row (~15 minutes a row).
+# direction, eps, iteration count, VAT weight or decay changed per row (~15 minutes a row).
 vat100-search: $(STAMP)
 	PY=$(PY) sh bench/vat100_search.sh runs/vat100_search
 	$(PY) -m bench.vat100_report --val runs/vat100_search

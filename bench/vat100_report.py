@@ -13,7 +13,7 @@ Validation table (`--val`, `bench/vat100_search.sh`): one row per run directory,
 first: the validation accuracy at the last epoch (the choice) and its best epoch, the test
 error logged at the last epoch (never used for choosing), minutes and steps per second.
 
-Each row's direction, eps, power iterations and VAT weight are read from the run's own
+Each row's direction, eps, power iterations, VAT weight and learning-rate decay are read from the run's own
 config (metrics.json), so a label cannot disagree with the flags that made the run.
 """
 from __future__ import annotations
@@ -47,6 +47,8 @@ def describe(config: Optional[Dict]) -> Optional[str]:
         text += f", {config['power_iterations']} power iterations"
     if config.get("vat_weight", 1.0) != 1.0:
         text += f", VAT weight {config['vat_weight']:g}"
+    if config.get("lr_decay_fraction"):
+        text += f", learning rate decayed over the last {config['lr_decay_fraction']:g}"
     return text
 
 

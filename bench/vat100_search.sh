@@ -1,9 +1,10 @@
 #!/bin/sh
 # The 100-label recipe search of docs/vat_direction.md: `make vat100`'s recipe on the
 # validation split (--val_size=5000, seed 0, labeled subset 0; the labeled images are
-# drawn first, the test set is only logged), with one direction, eps, power-iteration
-# count or VAT weight changed per row. One run after another (the machine has 2 cores); a
-# finished run (metrics.json "status": "done") is skipped, so rerunning resumes.
+# drawn first, the test set is only logged), with the direction, eps, power-iteration
+# count, VAT weight or learning-rate decay changed per row. One run after another (the
+# machine has 2 cores); a finished run (metrics.json "status": "done") is skipped, so
+# rerunning resumes.
 # Usage: sh bench/vat100_search.sh [RUNS_DIR [NAME...]]   (default runs/vat100_search;
 # NAMEs: only those rows; ~15 minutes a row on CPU)
 set -eu
@@ -33,3 +34,4 @@ row secant_eps1.0 --eps=1.0 --hvp=secant
 row secant_eps1.5 --eps=1.5 --hvp=secant
 row secant_eps0.5_k2 --eps=0.5 --hvp=secant --power_iterations=2
 row secant_eps0.5_w2 --eps=0.5 --hvp=secant --vat_weight=2
+row secant_eps0.5_decay --eps=0.5 --hvp=secant --lr_decay_fraction=0.33

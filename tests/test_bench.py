@@ -386,9 +386,9 @@ def test_vat100_report_describes_each_direction_from_its_config():
     assert describe(dict(_VAT100_CONFIG, hvp="exact", eps=0.5)) == (
         "accurate direction (`--hvp=exact`), eps 0.5")
     assert describe(dict(_VAT100_CONFIG, hvp="secant", eps=0.25, power_iterations=2,
-                         vat_weight=2.0)) == (
+                         vat_weight=2.0, lr_decay_fraction=0.33)) == (
         "accurate finite difference (`--hvp=secant`), eps 0.25, 2 power iterations, "
-        "VAT weight 2")
+        "VAT weight 2, learning rate decayed over the last 0.33")
 
 
 def test_vat100_report_val_table_ranks_by_last_validation_accuracy(tmp_path):

@@ -381,7 +381,8 @@ def test_vat100_table_script_runs_the_make_vat100_recipe():
 
 def test_vat100_search_script_is_the_recipe_on_the_validation_split():
     """bench/vat100_search.sh: `make vat100`'s recipe on the validation split (seed 0,
-    subset 0), each row changing only the direction, eps, iterations or VAT weight."""
+    subset 0), each row changing only the direction, eps, iterations, VAT weight or
+    learning-rate decay."""
     makefile = open(os.path.join(ROOT, "Makefile")).read().replace("\\\n", " ")
     make_args = {a for a in makefile.split("\nvat100:", 1)[1].split("\n")[1].split()
                  if a.startswith("--") and not a.startswith("--workdir")}
@@ -395,7 +396,8 @@ def test_vat100_search_script_is_the_recipe_on_the_validation_split():
     base = _config(sorted(recipe | set(rows["recipe"]))).resolved()
     for name, extra in rows.items():
         cfg = _config(sorted(recipe) + extra).resolved()   # every flag is train.vat's
-        changed = {f for f in ("hvp", "eps", "power_iterations", "vat_weight")
+        changed = {f for f in ("hvp", "eps", "power_iterations", "vat_weight",
+                               "lr_decay_fraction")
                    if getattr(cfg, f) != getattr(base, f)}
         assert all(getattr(cfg, f) == getattr(base, f) for f in vars(base)
                    if f not in changed), name
