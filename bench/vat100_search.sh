@@ -3,8 +3,8 @@
 # validation split (--val_size=5000, seed 0, labeled subset 0; the labeled images are
 # drawn first, the test set is only logged), with the direction, eps, power-iteration
 # count, VAT weight or learning-rate decay changed per row. One run after another (the
-# machine has 2 cores); a finished run (metrics.json "status": "done") is skipped, so
-# rerunning resumes.
+# machine has 2 cores); a finished run (metrics.json "status": "done") is skipped and an
+# interrupted one continues from its checkpoint (--resume), so rerunning resumes.
 # Usage: sh bench/vat100_search.sh [RUNS_DIR [NAME...]]   (default runs/vat100_search;
 # NAMEs: only those rows; ~15 minutes a row on CPU)
 set -eu
@@ -20,7 +20,7 @@ row() {  # row NAME FLAGS...
     dir="$OUT/$name"
     if grep -qs '"status": "done"' "$dir/metrics.json"; then echo "done: $dir"; return; fi
     echo "run: $dir"
-    $PY -m train.vat --workdir="$dir" $RECIPE --progress=false "$@"
+    $PY -m train.vat --workdir="$dir" $RECIPE --progress=false --resume "$@"
 }
 
 row recipe --eps=1.5

@@ -4,7 +4,8 @@
 # a random direction (--power_iterations=0), the accurate one (--hvp=exact, eps 0.5, its
 # best on the validation split) and the accurate finite difference (--hvp=secant, eps 0.5,
 # its best there) on 3 pairs each. One run after another (the machine has 2
-# cores); a finished run (metrics.json "status": "done") is skipped, so rerunning resumes.
+# cores); a finished run (metrics.json "status": "done") is skipped and an interrupted
+# one continues from its checkpoint (--resume), so rerunning resumes.
 # Usage: sh bench/vat100_table.sh [RUNS_DIR]   (default runs/vat100_table; ~3.5 hours on CPU)
 set -eu
 PY=${PY:-.venv/bin/python}
@@ -16,7 +17,7 @@ run() {  # run NAME SEED SPLIT FLAGS...
     dir="$OUT/${name}_s${seed}p${split}"
     if grep -qs '"status": "done"' "$dir/metrics.json"; then echo "done: $dir"; return; fi
     echo "run: $dir"
-    $PY -m train.vat --workdir="$dir" $RECIPE --seed="$seed" --split_seed="$split" --progress=false "$@"
+    $PY -m train.vat --workdir="$dir" $RECIPE --seed="$seed" --split_seed="$split" --progress=false --resume "$@"
 }
 
 # Interleaved so that a partial table already compares the four directions.

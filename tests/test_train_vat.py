@@ -408,6 +408,33 @@ def test_vat100_search_script_is_the_recipe_on_the_validation_split():
             assert (cfg.hvp, cfg.eps) == (name.split("_")[0], eps), name
 
 
+@pytest.mark.parametrize("script, done, names", [
+    ("vat100_table.sh", "recipe_s0p0", []),
+    ("vat100_search.sh", "secant_eps0.5", ["secant_eps0.5", "random"])])
+def test_vat100_scripts_skip_finished_runs_and_resume_the_others(tmp_path, script, done,
+                                                                names):
+    """Rerunning either script skips what is done and continues the rest with --resume
+    (which starts a run afresh where it has no checkpoint); NAMEs pick the search's rows."""
+    log = tmp_path / "calls"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    fake.chmod(0o755)
+    out = tmp_path / "runs"
+    (out / done).mkdir(parents=True)
+    (out / done / "metrics.json").write_text('{"status": "done"}')
+    result = subprocess.run(["sh", os.path.join(ROOT, "bench", script), str(out), *names],
+                            env=dict(os.environ, PY=str(fake)), capture_output=True,
+                            text=True, check=True)
+    assert f"done: {out / done}" in result.stdout
+    calls = log.read_text().splitlines()
+    workdirs = [a.split("=", 1)[1] for c in calls for a in c.split()
+                if a.startswith("--workdir=")]
+    assert str(out / done) not in workdirs and len(workdirs) == len(calls) > 0
+    assert all(c.startswith("-m train.vat ") and " --resume" in c for c in calls), calls
+    if names:
+        assert workdirs == [str(out / "random")]
+
+
 class _StartWeights(tfcallbacks.Callback):
     """The model's weights when training begins (after any restore or init)."""
 
