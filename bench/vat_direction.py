@@ -12,8 +12,10 @@ per example (0 for a direction that is exactly zero; "n zero" counts them). Rows
 hvp='finite_difference', hvp='secant' (`VatCNN.secant`), hvp='exact', hvp='exact' with
 the max pool's one-hot gradient
 (`VatCNN(pool_gradient='one_hot')`, the same weights; what `train.vat` uses under XLA),
-and 'autodiff' (the gradient of the KL through tf.nn.log_softmax, tfcore's finite
-difference before issue 17).
+'autodiff' (the gradient of the KL through tf.nn.log_softmax, tfcore's finite
+difference before issue 17) and 'official' (takerum/vat_tf's own direction, ported: its
+hand-written `logsoftmax`, `kl_divergence_with_logit` and `get_normalized_vector`, the
+bar of issue 17's first item).
 Tables (markdown) go to stdout; docs/vat_direction.md holds a run.
 """
 from __future__ import annotations
@@ -32,7 +34,8 @@ from tfcore.vat import (kl_from_logits, l2_normalize_per_example, stateless_stan
                         virtual_adversarial_loss)
 
 XIS = (1e-2, 1e-4, 1e-5, 1e-6)
-METHODS = ("autodiff", "finite_difference", "secant", "exact", "exact, one-hot pool")
+METHODS = ("autodiff", "official", "finite_difference", "secant", "exact",
+           "exact, one-hot pool")
 SEED = tf.constant([3, 4], tf.int64)
 
 
@@ -82,6 +85,40 @@ def _autodiff_direction(logits_fn, x, xi, k, d):
     return d
 
 
+def _official_logsoftmax(x):
+    """takerum/vat_tf `logsoftmax`: the max subtracted, then log-sum-exp by hand."""
+    xdev = x - tf.reduce_max(x, 1, keepdims=True)
+    return xdev - tf.math.log(tf.reduce_sum(tf.exp(xdev), 1, keepdims=True))
+
+
+def _official_kl(q_logit, p_logit):
+    """takerum/vat_tf `kl_divergence_with_logit`: the batch mean of KL(q || p)."""
+    q = tf.nn.softmax(q_logit)
+    qlogq = tf.reduce_mean(tf.reduce_sum(q * _official_logsoftmax(q_logit), 1))
+    qlogp = tf.reduce_mean(tf.reduce_sum(q * _official_logsoftmax(p_logit), 1))
+    return qlogq - qlogp
+
+
+def _official_normalized(d):
+    """takerum/vat_tf `get_normalized_vector` (its 1e-12 and 1e-6 guards included)."""
+    axes = list(range(1, len(d.shape)))
+    d /= 1e-12 + tf.reduce_max(tf.abs(d), axes, keepdims=True)
+    return d / tf.sqrt(1e-6 + tf.reduce_sum(tf.pow(d, 2.0), axes, keepdims=True))
+
+
+def _official_direction(logits_fn, x, xi, k, d):
+    """takerum/vat_tf `generate_virtual_adversarial_perturbation`'s power iteration (the
+    direction before its final eps scaling)."""
+    logit_p = logits_fn(x)
+    for _ in range(k):
+        d = xi * _official_normalized(d)
+        with tf.GradientTape() as tape:
+            tape.watch(d)
+            dist = _official_kl(logit_p, logits_fn(x + d))
+        d = tf.stop_gradient(tape.gradient(dist, d))
+    return d
+
+
 def reference(weights, x, d0, xi, k):
     return _autodiff_direction(lambda z: logits64(weights, z), tf.constant(x, tf.float64),
                                xi, k, tf.constant(d0, tf.float64)).numpy()
@@ -100,8 +137,9 @@ def direction(model, x, d0, xi, k, method, mode):
     """The float32 direction of `method` (a METHODS entry; its one-hot pool row takes a
     `one_hot_pool_twin` as `model`) from d0, eager / graph / xla."""
     def fn(x):
-        if method == "autodiff":
-            return _autodiff_direction(model, x, xi, k, tf.constant(d0, tf.float32))
+        if method in ("autodiff", "official"):
+            fd = _autodiff_direction if method == "autodiff" else _official_direction
+            return fd(model, x, xi, k, tf.constant(d0, tf.float32))
         _, d = virtual_adversarial_loss(model, x, xi=xi, power_iterations=k,
                                         hvp=method.split(",")[0], seed=SEED,
                                         return_direction=True,
