@@ -35,3 +35,4 @@ row secant_eps1.5 --eps=1.5 --hvp=secant
 row secant_eps0.5_k2 --eps=0.5 --hvp=secant --power_iterations=2
 row secant_eps0.5_w2 --eps=0.5 --hvp=secant --vat_weight=2
 row secant_eps0.5_decay --eps=0.5 --hvp=secant --lr_decay_fraction=0.33
+row recipe_decay --eps=1.5 --lr_decay_fraction=0.33
