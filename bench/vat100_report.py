@@ -13,8 +13,9 @@ Validation table (`--val`, `bench/vat100_search.sh`): one row per run directory,
 first: the validation accuracy at the last epoch (the choice) and its best epoch, the test
 error logged at the last epoch (never used for choosing), minutes and steps per second.
 
-Each row's direction, eps, power iterations, VAT weight and learning-rate decay are read from the run's own
-config (metrics.json), so a label cannot disagree with the flags that made the run.
+Each row's direction, eps, power iterations, VAT weight and learning-rate decay are read
+from the run's own config (metrics.json), so a label cannot disagree with the flags that
+made the run.
 """
 from __future__ import annotations
 
